@@ -1,0 +1,18 @@
+//! `fer`: facial-emotion recognition CNNs. The numeric core is plain Rust
+//! (tested by `cargo test`); `python.rs` holds the pyo3 bindings that maturin
+//! builds into `fer._core`.
+
+pub mod error;
+pub mod pixels;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};
+
+/// Side of the square grayscale face images.
+pub const IMAGE_SIDE: usize = 48;
+/// Pixels per image.
+pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
+/// The seven FER2013 emotions in label order.
+pub const EMOTIONS: [&str; 7] = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"];
