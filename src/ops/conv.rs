@@ -1,0 +1,392 @@
+//! conv2d (explicit asymmetric zero padding, stride >= 1, no dilation, no
+//! bias) as a candle custom op with a fast backward.
+//!
+//! * forward: per image, im2col into a (C*KH*KW, OH*OW) buffer, then
+//!   `Y_n (O, P) = W (O, CKK) * cols_n`.
+//! * input gradient: `dcols_n = W^T * dY_n`, then col2im (scatter-add).
+//! * weight gradient: `dW = sum_n dY_n * cols_n^T`, accumulated in fixed
+//!   chunks of images and reduced in chunk order, so the result does not
+//!   depend on the thread count or the scheduling.
+//!
+//! Parallel over the batch (rayon) with single-threaded GEMMs; when the
+//! batch is smaller than the pool the GEMMs get the threads instead.
+
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::{contiguous_slice, gemm, Elem, Mat, Parallelism};
+
+/// Images per weight-gradient partial sum (fixed: determines the reduction order).
+const WGRAD_CHUNK: usize = 4;
+
+/// Shape bookkeeping for one convolution.
+#[derive(Clone, Copy, Debug)]
+pub struct Geom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    /// top, bottom, left, right
+    pub pad: [usize; 4],
+    pub stride: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl Geom {
+    pub fn new(x: &[usize], w: &[usize], pad: [usize; 4], stride: usize) -> Result<Self> {
+        let (&[n, c, h, wd], &[o, c2, kh, kw]) = (x, w) else {
+            bail!("conv2d: expected 4D x and w, got {x:?} and {w:?}")
+        };
+        if c != c2 {
+            bail!("conv2d: x has {c} channels but w expects {c2}");
+        }
+        if stride == 0 {
+            bail!("conv2d: stride must be >= 1");
+        }
+        let hp = h + pad[0] + pad[1];
+        let wp = wd + pad[2] + pad[3];
+        if hp < kh || wp < kw || kh == 0 || kw == 0 {
+            bail!("conv2d: kernel {kh}x{kw} larger than padded input {hp}x{wp}");
+        }
+        Ok(Geom { n, c, h, w: wd, o, kh, kw, pad, stride, oh: (hp - kh) / stride + 1, ow: (wp - kw) / stride + 1 })
+    }
+    pub fn ckk(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    pub fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    pub fn chw(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.n * self.o * self.p() * self.ckk()) as f64
+    }
+    /// 1x1, stride 1, no padding: the image itself is the column matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == [0; 4]
+    }
+    /// Output columns `[lo, hi)` whose input column `ow*s + kw - pl` is inside the image.
+    fn valid_ow(&self, kw: usize) -> (usize, usize) {
+        let (s, pl) = (self.stride, self.pad[2]);
+        let lo = if pl > kw { (pl - kw).div_ceil(s) } else { 0 }.min(self.ow);
+        let hi = if self.w + pl > kw { ((self.w - 1 + pl - kw) / s + 1).min(self.ow) } else { 0 };
+        (lo, hi.max(lo))
+    }
+}
+
+/// `cols (CKK, P)` from one image `x (C, H, W)`.
+pub fn im2col<T: Elem>(g: &Geom, x: &[T], cols: &mut [T]) {
+    let (p, s, pt, pl) = (g.p(), g.stride, g.pad[0], g.pad[2]);
+    for c in 0..g.c {
+        let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for kh in 0..g.kh {
+            for kw in 0..g.kw {
+                let row = (c * g.kh + kh) * g.kw + kw;
+                let dst = &mut cols[row * p..(row + 1) * p];
+                let (lo, hi) = g.valid_ow(kw);
+                for oh in 0..g.oh {
+                    let d = &mut dst[oh * g.ow..(oh + 1) * g.ow];
+                    let ih = (oh * s + kh) as isize - pt as isize;
+                    if ih < 0 || ih >= g.h as isize {
+                        d.fill(T::ZERO);
+                        continue;
+                    }
+                    let xr = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
+                    d[..lo].fill(T::ZERO);
+                    d[hi..].fill(T::ZERO);
+                    if s == 1 {
+                        let iw0 = lo + kw - pl;
+                        d[lo..hi].copy_from_slice(&xr[iw0..iw0 + (hi - lo)]);
+                    } else {
+                        for (ow, v) in d[lo..hi].iter_mut().enumerate() {
+                            *v = xr[(ow + lo) * s + kw - pl];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scatter-add `cols (CKK, P)` back into one image `dx (C, H, W)` (not zeroed here).
+pub fn col2im<T: Elem>(g: &Geom, cols: &[T], dx: &mut [T]) {
+    let (p, s, pt, pl) = (g.p(), g.stride, g.pad[0], g.pad[2]);
+    for c in 0..g.c {
+        let xc = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for kh in 0..g.kh {
+            for kw in 0..g.kw {
+                let row = (c * g.kh + kh) * g.kw + kw;
+                let src = &cols[row * p..(row + 1) * p];
+                let (lo, hi) = g.valid_ow(kw);
+                for oh in 0..g.oh {
+                    let ih = (oh * s + kh) as isize - pt as isize;
+                    if ih < 0 || ih >= g.h as isize {
+                        continue;
+                    }
+                    let sr = &src[oh * g.ow..(oh + 1) * g.ow];
+                    let xr = &mut xc[ih as usize * g.w..(ih as usize + 1) * g.w];
+                    if s == 1 {
+                        let iw0 = lo + kw - pl;
+                        for (d, &v) in xr[iw0..iw0 + (hi - lo)].iter_mut().zip(&sr[lo..hi]) {
+                            *d += v;
+                        }
+                    } else {
+                        for ow in lo..hi {
+                            xr[ow * s + kw - pl] += sr[ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// Parallelism for GEMMs run inside `jobs` parallel outer jobs.
+fn inner_par(jobs: usize) -> Parallelism {
+    let t = threads();
+    if t > 1 && jobs < t {
+        Parallelism::Rayon(t)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// Forward: `x (N, C, H, W)`, `w (O, C, KH, KW)` -> `y (N, O, OH, OW)`.
+pub fn conv2d_fwd<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+    let (ckk, p, chw) = (g.ckk(), g.p(), g.chw());
+    let mut y = vec![T::ZERO; g.n * g.o * p];
+    if y.is_empty() {
+        return y;
+    }
+    let par = inner_par(g.n);
+    let run = |cols: &mut Vec<T>, n: usize, yn: &mut [T]| {
+        let xn = &x[n * chw..(n + 1) * chw];
+        let b = if g.is_pointwise() {
+            xn
+        } else {
+            im2col(g, xn, cols);
+            &cols[..]
+        };
+        gemm(g.o, p, ckk, yn, p, false, Mat::row_major(w, ckk), Mat::row_major(b, p), par);
+    };
+    let cols_len = if g.is_pointwise() { 0 } else { ckk * p };
+    if matches!(par, Parallelism::None) {
+        y.par_chunks_mut(g.o * p)
+            .enumerate()
+            .for_each_init(|| vec![T::ZERO; cols_len], |cols, (n, yn)| run(cols, n, yn));
+    } else {
+        let mut cols = vec![T::ZERO; cols_len];
+        for (n, yn) in y.chunks_mut(g.o * p).enumerate() {
+            run(&mut cols, n, yn);
+        }
+    }
+    y
+}
+
+/// Input gradient: `dy (N, O, OH, OW)`, `w` -> `dx (N, C, H, W)`.
+pub fn conv2d_bwd_input<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    let (ckk, p, chw) = (g.ckk(), g.p(), g.chw());
+    let mut dx = vec![T::ZERO; g.n * chw];
+    if dx.is_empty() {
+        return dx;
+    }
+    let par = inner_par(g.n);
+    let run = |dcols: &mut Vec<T>, n: usize, dxn: &mut [T]| {
+        let dyn_ = &dy[n * g.o * p..(n + 1) * g.o * p];
+        let wt = Mat::transposed(w, ckk); // (CKK, O)
+        if g.is_pointwise() {
+            gemm(ckk, p, g.o, dxn, p, false, wt, Mat::row_major(dyn_, p), par);
+        } else {
+            gemm(ckk, p, g.o, dcols, p, false, wt, Mat::row_major(dyn_, p), par);
+            col2im(g, dcols, dxn);
+        }
+    };
+    let cols_len = if g.is_pointwise() { 0 } else { ckk * p };
+    if matches!(par, Parallelism::None) {
+        dx.par_chunks_mut(chw)
+            .enumerate()
+            .for_each_init(|| vec![T::ZERO; cols_len], |dcols, (n, dxn)| run(dcols, n, dxn));
+    } else {
+        let mut dcols = vec![T::ZERO; cols_len];
+        for (n, dxn) in dx.chunks_mut(chw).enumerate() {
+            run(&mut dcols, n, dxn);
+        }
+    }
+    dx
+}
+
+/// Weight gradient: `x`, `dy` -> `dw (O, C, KH, KW)`.
+pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    let (ckk, p, chw) = (g.ckk(), g.p(), g.chw());
+    let chunks = g.n.div_ceil(WGRAD_CHUNK);
+    if chunks == 0 {
+        return vec![T::ZERO; g.o * ckk];
+    }
+    let par = inner_par(chunks);
+    let cols_len = if g.is_pointwise() { 0 } else { ckk * p };
+    let run = |cols: &mut Vec<T>, chunk: usize| -> Vec<T> {
+        let mut acc = vec![T::ZERO; g.o * ckk];
+        let (n0, n1) = (chunk * WGRAD_CHUNK, ((chunk + 1) * WGRAD_CHUNK).min(g.n));
+        for n in n0..n1 {
+            let xn = &x[n * chw..(n + 1) * chw];
+            let b = if g.is_pointwise() {
+                xn
+            } else {
+                im2col(g, xn, cols);
+                &cols[..]
+            };
+            let dyn_ = &dy[n * g.o * p..(n + 1) * g.o * p];
+            gemm(g.o, ckk, p, &mut acc, ckk, n > n0, Mat::row_major(dyn_, p), Mat::transposed(b, p), par);
+        }
+        acc
+    };
+    let mut partials: Vec<Vec<T>> = if matches!(par, Parallelism::None) {
+        (0..chunks)
+            .into_par_iter()
+            .map_init(|| vec![T::ZERO; cols_len], |cols, chunk| run(cols, chunk))
+            .collect()
+    } else {
+        let mut cols = vec![T::ZERO; cols_len];
+        (0..chunks).map(|chunk| run(&mut cols, chunk)).collect()
+    };
+    let mut dw = std::mem::take(&mut partials[0]);
+    if partials.len() > 1 {
+        // Fixed order per element: partial 0 + 1 + 2 + ...
+        let block = 4096;
+        dw.par_chunks_mut(block).enumerate().for_each(|(bi, d)| {
+            let len = d.len();
+            for part in &partials[1..] {
+                for (a, &b) in d.iter_mut().zip(&part[bi * block..bi * block + len]) {
+                    *a += b;
+                }
+            }
+        });
+    }
+    dw
+}
+
+/// The forward custom op on `(x, w)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dOp {
+    pub pad: [usize; 4],
+    pub stride: usize,
+}
+
+fn out_storage<T: Elem>(v: Vec<T>) -> CpuStorage {
+    T::to_cpu_storage_owned(v)
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "fer-conv2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.pad, self.stride)?;
+        let shape = Shape::from((g.n, g.o, g.oh, g.ow));
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                out_storage(conv2d_fwd::<f32>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                out_storage(conv2d_fwd::<f64>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+            }
+            _ => bail!("fer-conv2d: x and w must both be f32 or both f64"),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dims = x.dims4()?;
+        let dx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(w, &Conv2dBwdInputOp { pad: self.pad, stride: self.stride, x_dims: dims })?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(&grad, &Conv2dBwdWeightOp { pad: self.pad, stride: self.stride, w_dims: w.dims4()? })?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// `(dy, w) -> dx`.
+struct Conv2dBwdInputOp {
+    pad: [usize; 4],
+    stride: usize,
+    x_dims: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for Conv2dBwdInputOp {
+    fn name(&self) -> &'static str {
+        "fer-conv2d-bwd-input"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = self.x_dims;
+        let g = Geom::new(&[n, c, h, w], l2.dims(), self.pad, self.stride)?;
+        if l1.dims() != [g.n, g.o, g.oh, g.ow] {
+            bail!("fer-conv2d-bwd-input: grad shape {:?} does not match {g:?}", l1.dims());
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                out_storage(conv2d_bwd_input::<f32>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                out_storage(conv2d_bwd_input::<f64>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+            }
+            _ => bail!("fer-conv2d-bwd-input: dtype mismatch"),
+        };
+        Ok((out, Shape::from(self.x_dims)))
+    }
+}
+
+/// `(x, dy) -> dw`.
+struct Conv2dBwdWeightOp {
+    pad: [usize; 4],
+    stride: usize,
+    w_dims: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for Conv2dBwdWeightOp {
+    fn name(&self) -> &'static str {
+        "fer-conv2d-bwd-weight"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (o, c, kh, kw) = self.w_dims;
+        let g = Geom::new(l1.dims(), &[o, c, kh, kw], self.pad, self.stride)?;
+        if l2.dims() != [g.n, g.o, g.oh, g.ow] {
+            bail!("fer-conv2d-bwd-weight: grad shape {:?} does not match {g:?}", l2.dims());
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                out_storage(conv2d_bwd_weight::<f32>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                out_storage(conv2d_bwd_weight::<f64>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+            }
+            _ => bail!("fer-conv2d-bwd-weight: dtype mismatch"),
+        };
+        Ok((out, Shape::from(self.w_dims)))
+    }
+}
+
+/// Fast conv2d with autograd: `x (N, C, H, W)`, `w (O, C, KH, KW)`.
+pub fn conv2d(x: &Tensor, w: &Tensor, padding: [usize; 4], stride: usize) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    x.apply_op2(&w, Conv2dOp { pad: padding, stride })
+}

@@ -1,0 +1,168 @@
+//! 2D max pooling for any square kernel, stride and (-inf) padding as a
+//! candle custom op. The backward routes each output gradient to the first
+//! maximum of its window (row-major scan order), like PyTorch/Keras. (Stock
+//! candle splits the gradient between tied maxima instead; ties only differ
+//! there.)
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+use super::gemm::{contiguous_slice, Elem};
+
+#[derive(Clone, Copy, Debug)]
+struct PoolGeom {
+    planes: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    /// top, bottom, left, right
+    pad: [usize; 4],
+    oh: usize,
+    ow: usize,
+}
+
+impl PoolGeom {
+    fn new(dims: &[usize], k: usize, s: usize, pad: [usize; 4]) -> Result<Self> {
+        let &[n, c, h, w] = dims else { bail!("max_pool2d: expected a 4D input, got {dims:?}") };
+        if k == 0 || s == 0 {
+            bail!("max_pool2d: kernel and stride must be >= 1");
+        }
+        let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
+        if hp < k || wp < k {
+            bail!("max_pool2d: kernel {k} larger than padded input {hp}x{wp}");
+        }
+        Ok(PoolGeom { planes: n * c, h, w, k, s, pad, oh: (hp - k) / s + 1, ow: (wp - k) / s + 1 })
+    }
+
+    /// Input index range `[lo, hi)` of output position `o` along a dimension.
+    #[inline]
+    fn range(o: usize, s: usize, k: usize, pad_before: usize, len: usize) -> (usize, usize) {
+        let start = (o * s) as isize - pad_before as isize;
+        let lo = start.max(0) as usize;
+        let hi = ((start + k as isize).max(0) as usize).min(len);
+        (lo, hi.max(lo))
+    }
+
+    /// Index (within the plane) of the first maximum of window (oh, ow), if
+    /// the window touches the image.
+    #[inline]
+    fn argmax<T: Elem>(&self, plane: &[T], oh: usize, ow: usize) -> Option<(usize, T)> {
+        let (h0, h1) = Self::range(oh, self.s, self.k, self.pad[0], self.h);
+        let (w0, w1) = Self::range(ow, self.s, self.k, self.pad[2], self.w);
+        let mut best: Option<(usize, T)> = None;
+        for ih in h0..h1 {
+            let row = &plane[ih * self.w..(ih + 1) * self.w];
+            for iw in w0..w1 {
+                let v = row[iw];
+                match best {
+                    Some((_, b)) if !(v > b) => {}
+                    _ => best = Some((ih * self.w + iw, v)),
+                }
+            }
+        }
+        best
+    }
+}
+
+fn pool_fwd<T: Elem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
+    let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+    let mut y = vec![T::NEG_INF; g.planes * ohw];
+    if ohw == 0 {
+        return y;
+    }
+    y.par_chunks_mut(ohw).enumerate().for_each(|(pl, yp)| {
+        let xp = &x[pl * hw..(pl + 1) * hw];
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                if let Some((_, v)) = g.argmax(xp, oh, ow) {
+                    yp[oh * g.ow + ow] = v;
+                }
+            }
+        }
+    });
+    y
+}
+
+fn pool_bwd<T: Elem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
+    let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+    let mut dx = vec![T::ZERO; g.planes * hw];
+    if hw == 0 {
+        return dx;
+    }
+    dx.par_chunks_mut(hw).enumerate().for_each(|(pl, dxp)| {
+        let xp = &x[pl * hw..(pl + 1) * hw];
+        let dyp = &dy[pl * ohw..(pl + 1) * ohw];
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                if let Some((i, _)) = g.argmax(xp, oh, ow) {
+                    dxp[i] += dyp[oh * g.ow + ow];
+                }
+            }
+        }
+    });
+    dx
+}
+
+/// Forward op on `x`.
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPool2dOp {
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: [usize; 4],
+}
+
+impl CustomOp1 for MaxPool2dOp {
+    fn name(&self) -> &'static str {
+        "fer-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = PoolGeom::new(l.dims(), self.kernel, self.stride, self.pad)?;
+        let (n, c) = (l.dims()[0], l.dims()[1]);
+        let out = match s {
+            CpuStorage::F32(_) => f32::to_cpu_storage_owned(pool_fwd::<f32>(&g, contiguous_slice(s, l)?)),
+            CpuStorage::F64(_) => f64::to_cpu_storage_owned(pool_fwd::<f64>(&g, contiguous_slice(s, l)?)),
+            _ => bail!("fer-max-pool2d: only f32/f64"),
+        };
+        Ok((out, Shape::from((n, c, g.oh, g.ow))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(arg.apply_op2_no_bwd(&grad, &MaxPool2dBwdOp(*self))?))
+    }
+}
+
+/// `(x, dy) -> dx`.
+struct MaxPool2dBwdOp(MaxPool2dOp);
+
+impl CustomOp2 for MaxPool2dBwdOp {
+    fn name(&self) -> &'static str {
+        "fer-max-pool2d-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let MaxPool2dOp { kernel, stride, pad } = self.0;
+        let g = PoolGeom::new(l1.dims(), kernel, stride, pad)?;
+        let (n, c) = (l1.dims()[0], l1.dims()[1]);
+        if l2.dims() != [n, c, g.oh, g.ow] {
+            bail!("fer-max-pool2d-bwd: grad shape {:?} != {:?}", l2.dims(), [n, c, g.oh, g.ow]);
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                f32::to_cpu_storage_owned(pool_bwd::<f32>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                f64::to_cpu_storage_owned(pool_bwd::<f64>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+            }
+            _ => bail!("fer-max-pool2d-bwd: dtype mismatch"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Fast max pooling with autograd.
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: [usize; 4]) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(MaxPool2dOp { kernel, stride, pad: padding })
+}

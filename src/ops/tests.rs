@@ -1,0 +1,271 @@
+//! Fast ops vs the stock-candle reference and naive scalar loops.
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{conv2d, conv2d_reference, max_pool2d, max_pool2d_reference};
+
+fn rand_vec(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn rand_t(shape: &[usize], seed: u64) -> Tensor {
+    let len = shape.iter().product();
+    Tensor::from_vec(rand_vec(len, seed), shape, &Device::Cpu).unwrap()
+}
+
+fn to_vec(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
+}
+
+/// max |a - b| / max |b|.
+fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+    let d = rel_diff(a, b);
+    assert!(d <= 1e-4, "{what}: relative difference {d}");
+}
+
+/// (y, dL/dx, dL/dw) for L = sum(y * r) through candle autograd.
+fn conv_grads(
+    f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    x: &Tensor,
+    w: &Tensor,
+    r_seed: u64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let xv = Var::from_tensor(x).unwrap();
+    let wv = Var::from_tensor(w).unwrap();
+    let y = f(xv.as_tensor(), wv.as_tensor()).unwrap();
+    let r = rand_t(y.dims(), r_seed);
+    let loss = (&y * &r).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    (to_vec(&y), to_vec(grads.get(&xv).unwrap()), to_vec(grads.get(&wv).unwrap()))
+}
+
+/// Naive f64 conv: (y, dx, dw) for dL/dy = r.
+#[allow(clippy::too_many_arguments)]
+fn naive_conv(
+    x: &[f32],
+    xd: [usize; 4],
+    w: &[f32],
+    wd: [usize; 4],
+    pad: [usize; 4],
+    s: usize,
+    r: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let [n, c, h, wi] = xd;
+    let [o, _, kh, kw] = wd;
+    let oh = (h + pad[0] + pad[1] - kh) / s + 1;
+    let ow = (wi + pad[2] + pad[3] - kw) / s + 1;
+    let mut y = vec![0f64; n * o * oh * ow];
+    let mut dx = vec![0f64; x.len()];
+    let mut dw = vec![0f64; w.len()];
+    for b in 0..n {
+        for oc in 0..o {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let yi = ((b * o + oc) * oh + i) * ow + j;
+                    for ic in 0..c {
+                        for p in 0..kh {
+                            for q in 0..kw {
+                                let ih = (i * s + p) as isize - pad[0] as isize;
+                                let iw = (j * s + q) as isize - pad[2] as isize;
+                                if ih < 0 || iw < 0 || ih >= h as isize || iw >= wi as isize {
+                                    continue;
+                                }
+                                let xi = ((b * c + ic) * h + ih as usize) * wi + iw as usize;
+                                let wj = ((oc * c + ic) * kh + p) * kw + q;
+                                y[yi] += x[xi] as f64 * w[wj] as f64;
+                                dx[xi] += r[yi] as f64 * w[wj] as f64;
+                                dw[wj] += r[yi] as f64 * x[xi] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let f = |v: Vec<f64>| v.into_iter().map(|a| a as f32).collect::<Vec<_>>();
+    (f(y), f(dx), f(dw))
+}
+
+const CONV_CASES: &[([usize; 4], [usize; 4], [usize; 4], usize)] = &[
+    // x dims, w dims, padding (t, b, l, r), stride
+    ([2, 3, 7, 9], [5, 3, 3, 3], [1, 1, 1, 1], 1),  // same, odd sizes
+    ([1, 2, 6, 5], [4, 2, 3, 3], [0, 0, 0, 0], 1),  // valid, batch 1
+    ([3, 4, 8, 8], [6, 4, 4, 4], [1, 2, 1, 2], 1),  // Keras "same" for 4x4
+    ([2, 3, 9, 7], [4, 3, 3, 3], [1, 1, 1, 1], 2),  // stride 2, odd
+    ([2, 3, 8, 8], [4, 3, 4, 4], [1, 2, 1, 2], 2),  // stride 2, 4x4
+    ([2, 5, 6, 7], [3, 5, 1, 1], [0, 0, 0, 0], 1),  // pointwise
+    ([2, 5, 6, 7], [3, 5, 1, 1], [1, 0, 0, 1], 2),  // 1x1 padded, stride 2
+    ([5, 1, 12, 12], [8, 1, 3, 3], [1, 1, 1, 1], 1), // first layer, batch 5
+    ([9, 3, 5, 5], [2, 3, 3, 3], [2, 0, 1, 0], 1),  // batch > chunk, asymmetric
+    ([2, 2, 7, 6], [3, 2, 2, 3], [0, 1, 1, 1], 3),  // non-square kernel, stride 3
+    ([1, 3, 4, 4], [2, 3, 3, 3], [3, 3, 3, 3], 1),  // padding >= kernel
+];
+
+#[test]
+fn conv_matches_naive_and_reference() {
+    for (i, &(xd, wd, pad, s)) in CONV_CASES.iter().enumerate() {
+        let seed = 100 * i as u64;
+        let x = rand_t(&xd, seed);
+        let w = rand_t(&wd, seed + 1);
+        let (y, dx, dw) = conv_grads(|x, w| conv2d(x, w, pad, s), &x, &w, seed + 2);
+        let r = to_vec(&rand_t(&[y.len()], seed + 2));
+        let (ny, ndx, ndw) = naive_conv(&to_vec(&x), xd, &to_vec(&w), wd, pad, s, &r);
+        let ctx = format!("case {i} x{xd:?} w{wd:?} pad{pad:?} s{s}");
+        assert_close(&format!("{ctx} y vs naive"), &y, &ny);
+        assert_close(&format!("{ctx} dx vs naive"), &dx, &ndx);
+        assert_close(&format!("{ctx} dw vs naive"), &dw, &ndw);
+        let ry = to_vec(&conv2d_reference(&x, &w, pad, s).unwrap());
+        assert_close(&format!("{ctx} y vs candle"), &y, &ry);
+        // Stock candle's conv backward fails (shape mismatch) for some
+        // strided shapes whose padded size is not covered by the windows.
+        if s == 1 || (xd[2] + pad[0] + pad[1] - wd[2]) % s == 0 && (xd[3] + pad[2] + pad[3] - wd[3]) % s == 0 {
+            let (_, rdx, rdw) = conv_grads(|x, w| conv2d_reference(x, w, pad, s), &x, &w, seed + 2);
+            assert_close(&format!("{ctx} dx vs candle"), &dx, &rdx);
+            assert_close(&format!("{ctx} dw vs candle"), &dw, &rdw);
+        }
+    }
+}
+
+#[test]
+fn conv_f64_and_no_grad_input() {
+    let x = rand_t(&[3, 2, 6, 6], 7).to_dtype(DType::F64).unwrap();
+    let w = rand_t(&[4, 2, 3, 3], 8).to_dtype(DType::F64).unwrap();
+    let y = conv2d(&x, &w, [1, 1, 1, 1], 1).unwrap();
+    let ry = conv2d_reference(&x, &w, [1, 1, 1, 1], 1).unwrap();
+    assert_close("f64 y", &to_vec(&y), &to_vec(&ry));
+    // x is a plain tensor (no grad): only dw is produced.
+    let wv = Var::from_tensor(&w).unwrap();
+    let loss = conv2d(&x, wv.as_tensor(), [1, 1, 1, 1], 1).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    assert!(g.get(&x).is_none());
+    assert_eq!(g.get(&wv).unwrap().dims(), &[4, 2, 3, 3]);
+}
+
+#[test]
+fn conv_non_contiguous_input() {
+    let x = rand_t(&[2, 3, 6, 5], 11).transpose(2, 3).unwrap(); // (2,3,5,6) strided
+    let w = rand_t(&[4, 3, 3, 3], 12);
+    let y = conv2d(&x, &w, [1, 1, 1, 1], 1).unwrap();
+    let ry = conv2d_reference(&x, &w, [1, 1, 1, 1], 1).unwrap();
+    assert_close("strided x", &to_vec(&y), &to_vec(&ry));
+}
+
+#[test]
+fn conv_deterministic() {
+    let x = rand_t(&[64, 8, 12, 12], 21);
+    let w = rand_t(&[16, 8, 3, 3], 22);
+    let a = conv_grads(|x, w| conv2d(x, w, [1, 1, 1, 1], 1), &x, &w, 23);
+    let b = conv_grads(|x, w| conv2d(x, w, [1, 1, 1, 1], 1), &x, &w, 23);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a.0), bits(&b.0));
+    assert_eq!(bits(&a.1), bits(&b.1));
+    assert_eq!(bits(&a.2), bits(&b.2));
+    // Single-threaded pool gives the same bits too (fixed reduction order).
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let c = pool.install(|| conv_grads(|x, w| conv2d(x, w, [1, 1, 1, 1], 1), &x, &w, 23));
+    assert_eq!(bits(&a.2), bits(&c.2));
+    assert_eq!(bits(&a.1), bits(&c.1));
+}
+
+/// Naive max pool with -inf padding; gradient to the first maximum.
+fn naive_pool(x: &[f32], xd: [usize; 4], k: usize, s: usize, pad: [usize; 4], r: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let [n, c, h, w] = xd;
+    let oh = (h + pad[0] + pad[1] - k) / s + 1;
+    let ow = (w + pad[2] + pad[3] - k) / s + 1;
+    let mut y = vec![f32::NEG_INFINITY; n * c * oh * ow];
+    let mut dx = vec![0f32; x.len()];
+    for pl in 0..n * c {
+        for i in 0..oh {
+            for j in 0..ow {
+                let yi = (pl * oh + i) * ow + j;
+                let mut best = None;
+                for p in 0..k {
+                    for q in 0..k {
+                        let ih = (i * s + p) as isize - pad[0] as isize;
+                        let iw = (j * s + q) as isize - pad[2] as isize;
+                        if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
+                            continue;
+                        }
+                        let xi = (pl * h + ih as usize) * w + iw as usize;
+                        if x[xi] > y[yi] {
+                            y[yi] = x[xi];
+                            best = Some(xi);
+                        }
+                    }
+                }
+                if let Some(xi) = best {
+                    dx[xi] += r[yi];
+                }
+            }
+        }
+    }
+    (y, dx)
+}
+
+fn pool_grads(f: impl Fn(&Tensor) -> Result<Tensor>, x: &Tensor, r_seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let xv = Var::from_tensor(x).unwrap();
+    let y = f(xv.as_tensor()).unwrap();
+    let r = rand_t(y.dims(), r_seed);
+    let loss = (&y * &r).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    (to_vec(&y), to_vec(grads.get(&xv).unwrap()))
+}
+
+#[test]
+fn pool_matches_naive_and_reference() {
+    // x dims, kernel, stride, padding, whether stock candle can do the backward
+    let cases: &[([usize; 4], usize, usize, [usize; 4], bool)] = &[
+        ([2, 3, 8, 8], 2, 2, [0, 0, 0, 0], true),
+        ([2, 3, 6, 10], 2, 2, [0, 0, 0, 0], true),
+        ([2, 2, 9, 9], 3, 3, [0, 0, 0, 0], true),
+        ([2, 3, 8, 8], 2, 1, [0, 1, 0, 1], false), // Keras stride-1 "same"
+        ([1, 2, 7, 9], 2, 1, [0, 1, 0, 1], false),
+        ([1, 2, 7, 9], 2, 2, [0, 0, 0, 0], false), // odd: floor
+        ([2, 2, 7, 7], 3, 2, [1, 1, 1, 1], false),
+        ([3, 1, 5, 6], 3, 1, [1, 1, 1, 1], false),
+    ];
+    for (i, &(xd, k, s, pad, candle_bwd)) in cases.iter().enumerate() {
+        let seed = 1000 + 10 * i as u64;
+        let x = rand_t(&xd, seed);
+        let ctx = format!("pool case {i} x{xd:?} k{k} s{s} pad{pad:?}");
+        let (y, dx) = pool_grads(|x| max_pool2d(x, k, s, pad), &x, seed + 1);
+        let r = to_vec(&rand_t(&[y.len()], seed + 1));
+        let (ny, ndx) = naive_pool(&to_vec(&x), xd, k, s, pad, &r);
+        assert_eq!(y, ny, "{ctx} y vs naive");
+        assert_eq!(dx, ndx, "{ctx} dx vs naive");
+        let ry = to_vec(&max_pool2d_reference(&x, k, s, pad).unwrap());
+        assert_eq!(y, ry, "{ctx} y vs candle");
+        if candle_bwd {
+            // Stock candle 0.11.1 scales the max-pool gradient by
+            // (#maxima / k^2) instead of 1 / #maxima (backprop.rs multiplies
+            // by the averaged mask), so without ties it is ours / k^2.
+            let (_, rdx) = pool_grads(|x| max_pool2d_reference(x, k, s, pad), &x, seed + 1);
+            let scaled: Vec<f32> = rdx.iter().map(|v| v * (k * k) as f32).collect();
+            assert_close(&format!("{ctx} dx vs candle * k^2"), &dx, &scaled);
+        }
+    }
+}
+
+#[test]
+fn pool_ties_go_to_first_max() {
+    // After ReLU many windows are all zero: the whole gradient goes to the
+    // top-left element of the window.
+    let x = Tensor::zeros((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
+    let (y, dx) = pool_grads(|x| max_pool2d(x, 2, 2, [0; 4]), &x, 5);
+    let r = to_vec(&rand_t(&[4], 5));
+    assert_eq!(y, vec![0.0; 4]);
+    let mut want = vec![0f32; 16];
+    for (i, &(a, b)) in [(0, 0), (0, 2), (2, 0), (2, 2)].iter().enumerate() {
+        want[a * 4 + b] = r[i];
+    }
+    assert_eq!(dx, want);
+}
