@@ -14,6 +14,8 @@ pub enum Error {
     Io(std::io::Error),
     /// A worker thread panicked; caught so it never crosses into Python.
     Panic(String),
+    /// The user pressed Ctrl-C; the bindings re-raise the pending KeyboardInterrupt.
+    Interrupted,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -34,6 +36,7 @@ impl fmt::Display for Error {
             Error::Candle(e) => write!(f, "tensor error: {e}"),
             Error::Io(e) => write!(f, "{e}"),
             Error::Panic(m) => write!(f, "internal error (panic): {m}"),
+            Error::Interrupted => f.write_str("interrupted"),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! builds into `fer._core`.
 
 pub mod error;
+pub mod ops;
 pub mod pixels;
 
 #[cfg(feature = "python")]
@@ -14,5 +15,7 @@ pub use error::{Error, Result};
 pub const IMAGE_SIDE: usize = 48;
 /// Pixels per image.
 pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
+/// Number of emotion classes.
+pub const NUM_CLASSES: usize = 7;
 /// The seven FER2013 emotions in label order.
-pub const EMOTIONS: [&str; 7] = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"];
+pub const EMOTIONS: [&str; NUM_CLASSES] = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"];

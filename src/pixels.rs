@@ -21,6 +21,52 @@ impl std::fmt::Display for RowError {
 
 /// Parses one row into `out` (exactly `IMAGE_PIXELS` bytes).
 pub fn parse_row(text: &[u8], out: &mut [u8]) -> Result<(), String> {
+    if parse_row_fast(text, out) {
+        return Ok(());
+    }
+    parse_row_checked(text, out)
+}
+
+/// The common case, "d d d ..." with single spaces, in one tight pass.
+/// Returns false on anything else, which the checked parser then explains.
+fn parse_row_fast(text: &[u8], out: &mut [u8]) -> bool {
+    let n = text.len();
+    let mut i = 0;
+    let mut count = 0;
+    while i < n {
+        let mut digit = text[i].wrapping_sub(b'0');
+        if digit >= 10 {
+            return false;
+        }
+        let mut value = digit as u32;
+        i += 1;
+        while i < n {
+            digit = text[i].wrapping_sub(b'0');
+            if digit >= 10 {
+                break;
+            }
+            value = value * 10 + digit as u32;
+            if value > 255 {
+                return false;
+            }
+            i += 1;
+        }
+        if count >= out.len() {
+            return false;
+        }
+        out[count] = value as u8;
+        count += 1;
+        if i < n {
+            if text[i] != b' ' {
+                return false;
+            }
+            i += 1;
+        }
+    }
+    count == out.len()
+}
+
+fn parse_row_checked(text: &[u8], out: &mut [u8]) -> Result<(), String> {
     debug_assert_eq!(out.len(), IMAGE_PIXELS);
     let mut count = 0usize;
     let mut i = 0usize;
@@ -73,6 +119,22 @@ pub fn parse_row(text: &[u8], out: &mut [u8]) -> Result<(), String> {
         return Err(format!("has {count} values, expected {IMAGE_PIXELS} (48x48)"));
     }
     Ok(())
+}
+
+/// Parses rows given as separate byte slices. On failure reports the first
+/// bad row by position.
+pub fn parse_slices(rows: &[&[u8]]) -> Result<Vec<u8>, RowError> {
+    let mut out = vec![0u8; rows.len() * IMAGE_PIXELS];
+    let first_error = out
+        .par_chunks_mut(IMAGE_PIXELS)
+        .zip(rows.par_iter())
+        .enumerate()
+        .filter_map(|(row, (dst, text))| parse_row(text, dst).err().map(|message| RowError { row, message }))
+        .min_by_key(|e| e.row);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Parses rows given as one concatenated byte buffer plus `offsets`
