@@ -2,9 +2,13 @@
 //! (tested by `cargo test`); `python.rs` holds the pyo3 bindings that maturin
 //! builds into `fer._core`.
 
+pub mod checkpoint;
 pub mod error;
+pub mod layers;
+pub mod network;
 pub mod ops;
 pub mod pixels;
+pub mod spec;
 
 #[cfg(feature = "python")]
 mod python;

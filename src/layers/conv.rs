@@ -1,0 +1,102 @@
+use candle_core::{Result, Tensor, Var};
+use rand_chacha::ChaCha8Rng;
+
+use super::{activate, filled, glorot_uniform, value, Param};
+use crate::ops;
+use crate::spec::Activation;
+
+/// 2-D convolution, weight (O, C, K, K), optional bias (O).
+pub struct Conv2d {
+    weight: Var,
+    bias: Option<Var>,
+    stride: usize,
+    /// `[top, bottom, left, right]`, already resolved from the spec's padding
+    /// (Keras "same" is asymmetric for even kernels).
+    padding: [usize; 4],
+    activation: Activation,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    in_channels: usize,
+    filters: usize,
+    kernel: usize,
+    stride: usize,
+    padding: [usize; 4],
+    activation: Activation,
+    use_bias: bool,
+    rng: &mut ChaCha8Rng,
+) -> crate::Result<Conv2d> {
+    let area = kernel * kernel;
+    let weight = glorot_uniform(&[filters, in_channels, kernel, kernel], in_channels * area, filters * area, rng)?;
+    let bias = if use_bias { Some(filled(0.0, filters)?) } else { None };
+    Ok(Conv2d { weight, bias, stride, padding, activation })
+}
+
+impl Conv2d {
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let ys = ops::conv2d(xs, &value(&self.weight, train), self.padding, self.stride)?;
+        let ys = match &self.bias {
+            Some(b) => ys.broadcast_add(&value(b, train).reshape((1, (), 1, 1))?)?,
+            None => ys,
+        };
+        activate(ys, self.activation)
+    }
+
+    pub fn params(&self) -> Vec<Param<'_>> {
+        let mut p = vec![Param { name: "weight", var: &self.weight, trainable: true }];
+        if let Some(b) = &self.bias {
+            p.push(Param { name: "bias", var: b, trainable: true });
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::gradcheck::{check, input};
+    use rand::SeedableRng;
+
+    fn conv_case(c: usize, o: usize, k: usize, stride: usize, padding: [usize; 4], act: Activation) {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let layer = conv2d(c, o, k, stride, padding, act, true, &mut rng).unwrap();
+        // A non-zero bias so ReLU sees both signs.
+        layer.bias.as_ref().unwrap().set(&Tensor::new(vec![0.1f32; o], &candle_core::Device::Cpu).unwrap()).unwrap();
+        let x = input(&[2, c, 6, 5], 1);
+        let vars = [x, layer.weight.clone(), layer.bias.clone().unwrap()];
+        check(&vars, |v| layer.forward_t(v[0].as_tensor(), true), "conv2d");
+    }
+
+    #[test]
+    fn gradient_valid() {
+        conv_case(2, 3, 3, 1, [0; 4], Activation::None);
+    }
+
+    #[test]
+    fn gradient_same_odd_kernel_with_relu() {
+        conv_case(2, 3, 3, 1, [1, 1, 1, 1], Activation::Relu);
+    }
+
+    #[test]
+    fn gradient_same_even_kernel_is_asymmetric() {
+        conv_case(1, 2, 4, 1, [1, 2, 1, 2], Activation::None);
+    }
+
+    #[test]
+    fn gradient_stride2() {
+        conv_case(2, 2, 3, 2, [0, 1, 0, 1], Activation::None);
+    }
+
+    #[test]
+    fn same_padding_keeps_the_size_and_params_are_glorot() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let layer = conv2d(1, 48, 4, 1, [1, 2, 1, 2], Activation::Relu, true, &mut rng).unwrap();
+        let x = Tensor::zeros((3, 1, 48, 48), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        assert_eq!(layer.forward_t(&x, false).unwrap().dims(), [3, 48, 48, 48]);
+        let limit = (6.0f32 / (16.0 + 48.0 * 16.0)).sqrt();
+        let w: Vec<f32> = layer.weight.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        assert!(w.iter().all(|v| v.abs() <= limit));
+        assert!(w.iter().any(|v| v.abs() > limit * 0.9));
+    }
+}

@@ -1,0 +1,234 @@
+//! A sequential CNN built from a [`ModelSpec`]. It returns logits; softmax
+//! lives in the loss and in [`Network::predict_proba`].
+
+use candle_core::{Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::layers::Layer;
+use crate::spec::ModelSpec;
+use crate::{Error, Result, NUM_CLASSES};
+
+pub struct Network {
+    spec: ModelSpec,
+    layers: Vec<Layer>,
+}
+
+/// A parameter or running statistic with its stable name (`layers.{i}.{param}`).
+#[derive(Clone)]
+pub struct NamedVar {
+    pub name: String,
+    pub var: Var,
+    pub trainable: bool,
+}
+
+impl Network {
+    /// Validates `spec` and draws Keras initial weights from a ChaCha8 stream
+    /// seeded with `seed`, so the same seed always gives the same network.
+    pub fn new(spec: ModelSpec, seed: u64) -> Result<Network> {
+        let plans = spec.plan()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let layers = spec
+            .layers
+            .iter()
+            .zip(&plans)
+            .map(|(layer, plan)| Layer::new(layer, plan, &mut rng))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Network { spec, layers })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// `x`: (N, C, H, W) float32 as in the spec's `input_shape`. Returns
+    /// logits (N, 7). In training mode dropout draws its masks from `rng`
+    /// and BatchNorm updates its running statistics.
+    pub fn forward_t(&self, x: &Tensor, train: bool, rng: &mut ChaCha8Rng) -> candle_core::Result<Tensor> {
+        let mut xs = x.clone();
+        for layer in &self.layers {
+            xs = layer.forward_t(&xs, train, rng)?;
+        }
+        Ok(xs)
+    }
+
+    /// Inference forward pass: no dropout, running BatchNorm statistics, no
+    /// autograd graph.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        // Inference never draws from the generator; any seed will do.
+        self.forward_t(x, false, &mut ChaCha8Rng::seed_from_u64(0))
+    }
+
+    /// Every parameter and running statistic in layer order.
+    pub fn named_vars(&self) -> Vec<NamedVar> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, layer)| {
+                layer.params().into_iter().map(move |p| NamedVar {
+                    name: format!("layers.{i}.{}", p.name),
+                    var: p.var.clone(),
+                    trainable: p.trainable,
+                })
+            })
+            .collect()
+    }
+
+    /// What the optimizer updates (everything except BatchNorm running stats).
+    pub fn trainable_vars(&self) -> Vec<Var> {
+        self.named_vars().into_iter().filter(|v| v.trainable).map(|v| v.var).collect()
+    }
+
+    /// Snapshot of every tensor a checkpoint needs, running stats included.
+    /// (A copy: later training steps update the variables in place.)
+    pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        self.named_vars().into_iter().map(|v| Ok((v.name, v.var.as_tensor().detach().copy()?))).collect()
+    }
+
+    /// Checks a flat image buffer against `n` and the spec's input shape and
+    /// wraps it as an (n, C, H, W) tensor.
+    pub fn images_tensor(&self, x: &[f32], n: usize) -> Result<Tensor> {
+        let per = self.spec.input_len();
+        if x.len() != n * per {
+            return Err(Error::invalid(format!(
+                "expected {n} images of {per} floats ({} values) but got {} values",
+                n * per,
+                x.len()
+            )));
+        }
+        let [c, h, w] = self.spec.input_shape;
+        Ok(Tensor::from_slice(x, (n, c, h, w), &Device::Cpu)?)
+    }
+
+    /// Logits for `n` images (row-major, `n * C*H*W` floats in [0, 1]), `n * 7` values.
+    pub fn predict_logits(&self, x: &[f32], n: usize, batch_size: usize) -> Result<Vec<f32>> {
+        self.predict_with(x, n, batch_size, |logits| Ok(logits.clone()))
+    }
+
+    /// Class probabilities (softmax of the logits), `n * 7` values.
+    pub fn predict_proba(&self, x: &[f32], n: usize, batch_size: usize) -> Result<Vec<f32>> {
+        self.predict_with(x, n, batch_size, |logits| candle_nn::ops::softmax_last_dim(logits))
+    }
+
+    fn predict_with(
+        &self,
+        x: &[f32],
+        n: usize,
+        batch_size: usize,
+        head: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<Vec<f32>> {
+        if batch_size == 0 {
+            return Err(Error::invalid("batch_size must be positive"));
+        }
+        self.images_tensor(x, n)?;
+        let per = self.spec.input_len();
+        let mut out = Vec::with_capacity(n * NUM_CLASSES);
+        for start in (0..n).step_by(batch_size) {
+            let m = batch_size.min(n - start);
+            let batch = self.images_tensor(&x[start * per..(start + m) * per], m)?;
+            let ys = head(&self.forward(&batch)?)?;
+            out.extend(ys.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::spec::{preset, Activation, LayerSpec, Padding};
+
+    pub(crate) fn tiny_spec() -> ModelSpec {
+        ModelSpec {
+            name: "tiny".into(),
+            input_shape: [1, 12, 12],
+            layers: vec![
+                LayerSpec::Conv2d {
+                    filters: 4,
+                    kernel: 3,
+                    stride: 1,
+                    padding: Padding::Same,
+                    activation: Activation::None,
+                    use_bias: false,
+                },
+                LayerSpec::BatchNorm2d { momentum: 0.9, eps: 1e-3 },
+                LayerSpec::Relu,
+                LayerSpec::MaxPool2d { kernel: 2, stride: 2, padding: Padding::Valid },
+                LayerSpec::Dropout { rate: 0.2 },
+                LayerSpec::Flatten,
+                LayerSpec::Dense { units: 7, activation: Activation::Softmax },
+            ],
+        }
+    }
+
+    fn images(n: usize, per: usize, seed: u64) -> Vec<f32> {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n * per).map(|_| rng.random::<f32>()).collect()
+    }
+
+    #[test]
+    fn names_are_stable_and_complete() {
+        let net = Network::new(tiny_spec(), 0).unwrap();
+        let names: Vec<_> = net.named_vars().into_iter().map(|v| (v.name, v.trainable)).collect();
+        let expect = [
+            ("layers.0.weight", true),
+            ("layers.1.weight", true),
+            ("layers.1.bias", true),
+            ("layers.1.running_mean", false),
+            ("layers.1.running_var", false),
+            ("layers.6.weight", true),
+            ("layers.6.bias", true),
+        ];
+        assert_eq!(names, expect.map(|(n, t)| (n.to_string(), t)));
+        assert_eq!(net.trainable_vars().len(), 5);
+        let total: usize = net.named_vars().iter().map(|v| v.var.elem_count()).sum();
+        assert_eq!(total, net.spec().param_count().unwrap());
+    }
+
+    #[test]
+    fn seed_controls_initialisation() {
+        let w = |seed| Network::new(tiny_spec(), seed).unwrap().named_tensors().unwrap()[0].1.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(w(1), w(1));
+        assert_ne!(w(1), w(2));
+    }
+
+    #[test]
+    fn predictions_have_the_right_shape_and_sum_to_one() {
+        let net = Network::new(tiny_spec(), 3).unwrap();
+        let x = images(5, 144, 1);
+        let logits = net.predict_logits(&x, 5, 2).unwrap();
+        assert_eq!(logits.len(), 35);
+        // Batching must not change the answer.
+        assert_eq!(logits, net.predict_logits(&x, 5, 5).unwrap());
+        let p = net.predict_proba(&x, 5, 3).unwrap();
+        for row in p.chunks(7) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+        assert!(matches!(net.predict_logits(&x, 4, 2), Err(Error::InvalidInput(_))));
+        assert!(matches!(net.predict_logits(&x, 5, 0), Err(Error::InvalidInput(_))));
+        assert!(net.predict_logits(&[], 0, 8).unwrap().is_empty());
+    }
+
+    #[test]
+    fn seed3x3_runs_on_fer_sized_images() {
+        let net = Network::new(preset("seed3x3", &Default::default()).unwrap(), 0).unwrap();
+        let x = images(2, 48 * 48, 2);
+        let t = net.images_tensor(&x, 2).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        assert_eq!(net.forward_t(&t, true, &mut rng).unwrap().dims(), [2, 7]);
+        assert_eq!(net.predict_logits(&x, 2, 2).unwrap().len(), 14);
+    }
+
+    #[test]
+    fn fer_vgg_runs() {
+        let net = Network::new(preset("fer_vgg", &Default::default()).unwrap(), 0).unwrap();
+        let x = images(2, 48 * 48, 2);
+        let t = net.images_tensor(&x, 2).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let y = net.forward_t(&t, true, &mut rng).unwrap();
+        assert_eq!(y.dims(), [2, 7]);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert!(net.trainable_vars().iter().all(|v| grads.get(v.as_tensor()).is_some()));
+    }
+}
