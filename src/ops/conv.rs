@@ -14,7 +14,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{contiguous_slice, gemm, Elem, Mat, Parallelism};
+use super::gemm::{contiguous_slice, gemm, zeros, Elem, Mat, Parallelism};
 
 /// Images per weight-gradient partial sum (fixed: determines the reduction order).
 const WGRAD_CHUNK: usize = 4;
@@ -163,12 +163,12 @@ fn inner_par(jobs: usize) -> Parallelism {
 /// Forward: `x (N, C, H, W)`, `w (O, C, KH, KW)` -> `y (N, O, OH, OW)`.
 pub fn conv2d_fwd<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     let (ckk, p, chw) = (g.ckk(), g.p(), g.chw());
-    let mut y = vec![T::ZERO; g.n * g.o * p];
+    let mut y = zeros::<T>(g.n * g.o * p);
     if y.is_empty() {
         return y;
     }
     let par = inner_par(g.n);
-    let run = |cols: &mut Vec<T>, n: usize, yn: &mut [T]| {
+    let run = |cols: &mut [T], n: usize, yn: &mut [T]| {
         let xn = &x[n * chw..(n + 1) * chw];
         let b = if g.is_pointwise() {
             xn
@@ -182,12 +182,13 @@ pub fn conv2d_fwd<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     if matches!(par, Parallelism::None) {
         y.par_chunks_mut(g.o * p)
             .enumerate()
-            .for_each_init(|| vec![T::ZERO; cols_len], |cols, (n, yn)| run(cols, n, yn));
+            .for_each(|(n, yn)| T::with_scratch(cols_len, |cols| run(cols, n, yn)));
     } else {
-        let mut cols = vec![T::ZERO; cols_len];
-        for (n, yn) in y.chunks_mut(g.o * p).enumerate() {
-            run(&mut cols, n, yn);
-        }
+        T::with_scratch(cols_len, |cols| {
+            for (n, yn) in y.chunks_mut(g.o * p).enumerate() {
+                run(cols, n, yn);
+            }
+        });
     }
     y
 }
@@ -195,12 +196,12 @@ pub fn conv2d_fwd<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
 /// Input gradient: `dy (N, O, OH, OW)`, `w` -> `dx (N, C, H, W)`.
 pub fn conv2d_bwd_input<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let (ckk, p, chw) = (g.ckk(), g.p(), g.chw());
-    let mut dx = vec![T::ZERO; g.n * chw];
+    let mut dx = zeros::<T>(g.n * chw);
     if dx.is_empty() {
         return dx;
     }
     let par = inner_par(g.n);
-    let run = |dcols: &mut Vec<T>, n: usize, dxn: &mut [T]| {
+    let run = |dcols: &mut [T], n: usize, dxn: &mut [T]| {
         let dyn_ = &dy[n * g.o * p..(n + 1) * g.o * p];
         let wt = Mat::transposed(w, ckk); // (CKK, O)
         if g.is_pointwise() {
@@ -214,12 +215,13 @@ pub fn conv2d_bwd_input<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     if matches!(par, Parallelism::None) {
         dx.par_chunks_mut(chw)
             .enumerate()
-            .for_each_init(|| vec![T::ZERO; cols_len], |dcols, (n, dxn)| run(dcols, n, dxn));
+            .for_each(|(n, dxn)| T::with_scratch(cols_len, |dcols| run(dcols, n, dxn)));
     } else {
-        let mut dcols = vec![T::ZERO; cols_len];
-        for (n, dxn) in dx.chunks_mut(chw).enumerate() {
-            run(&mut dcols, n, dxn);
-        }
+        T::with_scratch(cols_len, |dcols| {
+            for (n, dxn) in dx.chunks_mut(chw).enumerate() {
+                run(dcols, n, dxn);
+            }
+        });
     }
     dx
 }
@@ -229,12 +231,12 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let (ckk, p, chw) = (g.ckk(), g.p(), g.chw());
     let chunks = g.n.div_ceil(WGRAD_CHUNK);
     if chunks == 0 {
-        return vec![T::ZERO; g.o * ckk];
+        return zeros::<T>(g.o * ckk);
     }
     let par = inner_par(chunks);
     let cols_len = if g.is_pointwise() { 0 } else { ckk * p };
-    let run = |cols: &mut Vec<T>, chunk: usize| -> Vec<T> {
-        let mut acc = vec![T::ZERO; g.o * ckk];
+    let run = |cols: &mut [T], chunk: usize| -> Vec<T> {
+        let mut acc = zeros::<T>(g.o * ckk);
         let (n0, n1) = (chunk * WGRAD_CHUNK, ((chunk + 1) * WGRAD_CHUNK).min(g.n));
         for n in n0..n1 {
             let xn = &x[n * chw..(n + 1) * chw];
@@ -252,11 +254,10 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let mut partials: Vec<Vec<T>> = if matches!(par, Parallelism::None) {
         (0..chunks)
             .into_par_iter()
-            .map_init(|| vec![T::ZERO; cols_len], |cols, chunk| run(cols, chunk))
+            .map(|chunk| T::with_scratch(cols_len, |cols| run(cols, chunk)))
             .collect()
     } else {
-        let mut cols = vec![T::ZERO; cols_len];
-        (0..chunks).map(|chunk| run(&mut cols, chunk)).collect()
+        T::with_scratch(cols_len, |cols| (0..chunks).map(|chunk| run(cols, chunk)).collect())
     };
     let mut dw = std::mem::take(&mut partials[0]);
     if partials.len() > 1 {

@@ -1,26 +1,61 @@
 //! Thin safe wrapper around `gemm::gemm` (the GEMM candle itself uses) and
 //! the element trait shared by the fast ops.
 
+use std::cell::RefCell;
+
 use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
 pub use gemm::Parallelism;
 
 /// Float element types the fast ops support (f32, f64).
-pub trait Elem: WithDType + Copy + Send + Sync + 'static {
+pub trait Elem: WithDType + Copy + Default + Send + Sync + 'static {
     const ZERO: Self;
     const ONE: Self;
     const NEG_INF: Self;
+    /// Runs `f` on a per-thread scratch buffer of `len` elements (contents
+    /// unspecified). Reusing it avoids mmap/munmap + page-fault churn (TLB
+    /// shootdowns are expensive in VMs). Falls back to a fresh buffer when
+    /// the thread's buffer is already borrowed (re-entrant rayon work).
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 }
 
-impl Elem for f32 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const NEG_INF: Self = f32::NEG_INFINITY;
+thread_local! {
+    static SCRATCH_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_F64: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
 }
 
-impl Elem for f64 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const NEG_INF: Self = f64::NEG_INFINITY;
+macro_rules! impl_elem {
+    ($t:ty, $scratch:ident) => {
+        impl Elem for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NEG_INF: Self = <$t>::NEG_INFINITY;
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                $scratch.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buf) => {
+                        if buf.len() < len {
+                            buf.resize(len, 0.0);
+                        }
+                        f(&mut buf[..len])
+                    }
+                    Err(_) => f(&mut zeros::<$t>(len)),
+                })
+            }
+        }
+    };
+}
+impl_elem!(f32, SCRATCH_F32);
+impl_elem!(f64, SCRATCH_F64);
+
+/// A zero-filled vector, written explicitly rather than `calloc`ed: lazily
+/// zeroed pages that are read before being written get mapped to the shared
+/// zero page and then copied-on-write with a TLB flush.
+pub fn zeros<T: Copy>(len: usize) -> Vec<T>
+where
+    T: Default,
+{
+    let mut v = Vec::with_capacity(len);
+    v.resize(len, T::default());
+    v
 }
 
 /// The contiguous data of a storage/layout pair (errors on strided views;

@@ -7,7 +7,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::gemm::{contiguous_slice, Elem};
+use super::gemm::{contiguous_slice, zeros, Elem};
 
 #[derive(Clone, Copy, Debug)]
 struct PoolGeom {
@@ -65,41 +65,77 @@ impl PoolGeom {
     }
 }
 
+/// Index (0..4) of the first maximum of (a, b, c, d) in scan order.
+#[inline(always)]
+fn first_max4<T: Elem>(a: T, b: T, c: T, d: T) -> (usize, T) {
+    let (mut i, mut m) = (0, a);
+    if b > m {
+        i = 1;
+        m = b;
+    }
+    if c > m {
+        i = 2;
+        m = c;
+    }
+    if d > m {
+        i = 3;
+        m = d;
+    }
+    (i, m)
+}
+
+/// Calls `f(oh, ow, argmax index in plane, max)` for every output position
+/// whose window touches the image. 2x2 windows fully inside the image take
+/// a branch-light fast path.
+#[inline(always)]
+fn for_each_window<T: Elem>(g: &PoolGeom, xp: &[T], mut f: impl FnMut(usize, usize, usize, T)) {
+    for oh in 0..g.oh {
+        let (h0, h1) = PoolGeom::range(oh, g.s, g.k, g.pad[0], g.h);
+        if g.k == 2 && h1 - h0 == 2 {
+            let r0 = &xp[h0 * g.w..(h0 + 1) * g.w];
+            let r1 = &xp[(h0 + 1) * g.w..(h0 + 2) * g.w];
+            for ow in 0..g.ow {
+                let (w0, w1) = PoolGeom::range(ow, g.s, g.k, g.pad[2], g.w);
+                if w1 - w0 == 2 {
+                    let (i, m) = first_max4(r0[w0], r0[w0 + 1], r1[w0], r1[w0 + 1]);
+                    f(oh, ow, (h0 + (i >> 1)) * g.w + w0 + (i & 1), m);
+                } else if let Some((i, m)) = g.argmax(xp, oh, ow) {
+                    f(oh, ow, i, m);
+                }
+            }
+        } else {
+            for ow in 0..g.ow {
+                if let Some((i, m)) = g.argmax(xp, oh, ow) {
+                    f(oh, ow, i, m);
+                }
+            }
+        }
+    }
+}
+
 fn pool_fwd<T: Elem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
-    let mut y = vec![T::NEG_INF; g.planes * ohw];
-    if ohw == 0 {
+    let mut y = vec![T::NEG_INF; g.planes * ohw]; // non-zero fill: written eagerly
+    if ohw == 0 || hw == 0 {
         return y;
     }
     y.par_chunks_mut(ohw).enumerate().for_each(|(pl, yp)| {
         let xp = &x[pl * hw..(pl + 1) * hw];
-        for oh in 0..g.oh {
-            for ow in 0..g.ow {
-                if let Some((_, v)) = g.argmax(xp, oh, ow) {
-                    yp[oh * g.ow + ow] = v;
-                }
-            }
-        }
+        for_each_window(g, xp, |oh, ow, _, m| yp[oh * g.ow + ow] = m);
     });
     y
 }
 
 fn pool_bwd<T: Elem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
-    let mut dx = vec![T::ZERO; g.planes * hw];
-    if hw == 0 {
+    let mut dx = zeros::<T>(g.planes * hw);
+    if hw == 0 || ohw == 0 {
         return dx;
     }
     dx.par_chunks_mut(hw).enumerate().for_each(|(pl, dxp)| {
         let xp = &x[pl * hw..(pl + 1) * hw];
         let dyp = &dy[pl * ohw..(pl + 1) * ohw];
-        for oh in 0..g.oh {
-            for ow in 0..g.ow {
-                if let Some((i, _)) = g.argmax(xp, oh, ow) {
-                    dxp[i] += dyp[oh * g.ow + ow];
-                }
-            }
-        }
+        for_each_window(g, xp, |oh, ow, i, _| dxp[i] += dyp[oh * g.ow + ow]);
     });
     dx
 }

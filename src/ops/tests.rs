@@ -232,6 +232,9 @@ fn pool_matches_naive_and_reference() {
         ([1, 2, 7, 9], 2, 2, [0, 0, 0, 0], false), // odd: floor
         ([2, 2, 7, 7], 3, 2, [1, 1, 1, 1], false),
         ([3, 1, 5, 6], 3, 1, [1, 1, 1, 1], false),
+        ([2, 2, 7, 8], 2, 2, [1, 0, 1, 0], false),
+        ([1, 2, 5, 5], 2, 1, [1, 1, 1, 1], false),
+        ([1, 1, 3, 4], 2, 3, [2, 2, 2, 2], false), // windows entirely in padding
     ];
     for (i, &(xd, k, s, pad, candle_bwd)) in cases.iter().enumerate() {
         let seed = 1000 + 10 * i as u64;
