@@ -83,6 +83,10 @@ fn main() -> Result<()> {
         "conv layer", "ref fwd", "ref bwd", "ref tot", "img/s", "GFLOP/s", "fast fwd", "fast bwd", "fast tot",
         "img/s", "GFLOP/s", "speedup"
     );
+    if args.iter().any(|a| a == "--raw") {
+        raw_kernels(n, &sides, &chans, iters);
+        return Ok(());
+    }
     let (mut ref_total, mut fast_total) = (0.0, 0.0);
     for (i, (&side, &(c, o))) in sides.iter().zip(&chans).enumerate() {
         let x = Tensor::randn(0f32, 1.0, (n, c, side, side), &dev)?;
@@ -154,4 +158,42 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Times the three conv kernels directly on slices (no candle graph).
+fn raw_kernels(n: usize, sides: &[usize; 6], chans: &[(usize, usize); 6], iters: usize) {
+    use _core::ops::conv::{conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd, Geom};
+    println!("{:<24} {:>9} {:>9} {:>9} | GFLOP/s fwd / dx / dw", "raw kernels", "fwd", "dx", "dw");
+    let mut total = 0.0;
+    for (i, (&side, &(c, o))) in sides.iter().zip(chans).enumerate() {
+        let g = Geom::new(&[n, c, side, side], &[o, c, 3, 3], [1, 1, 1, 1], 1).unwrap();
+        let x: Vec<f32> = (0..n * c * side * side).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+        let w: Vec<f32> = (0..o * c * 9).map(|i| ((i * 104729) % 1000) as f32 * 1e-3 - 0.5).collect();
+        let best = |f: &dyn Fn() -> Vec<f32>| {
+            let mut b = f64::MAX;
+            for _ in 0..iters + 1 {
+                let t = Instant::now();
+                std::hint::black_box(f());
+                b = b.min(t.elapsed().as_secs_f64());
+            }
+            b
+        };
+        let y = conv2d_fwd(&g, &x, &w);
+        let tf = best(&|| conv2d_fwd(&g, &x, &w));
+        let tx = if i > 0 { best(&|| conv2d_bwd_input(&g, &y, &w)) } else { 0.0 };
+        let tw = best(&|| conv2d_bwd_weight(&g, &x, &y));
+        total += tf + tx + tw;
+        let gf = g.flops() / 1e9;
+        println!(
+            "{:<24} {:>7.1}ms {:>7.1}ms {:>7.1}ms | {:.0} / {:.0} / {:.0}",
+            format!("conv{} {c}->{o} @{side}", i + 1),
+            tf * 1e3,
+            tx * 1e3,
+            tw * 1e3,
+            gf / tf,
+            if tx > 0.0 { gf / tx } else { 0.0 },
+            gf / tw
+        );
+    }
+    println!("total {:.1} ms ({:.0} img/s)", total * 1e3, n as f64 / total);
 }

@@ -6,6 +6,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
+pub mod alloc;
 pub mod conv;
 pub mod gemm;
 pub mod pool;
@@ -54,12 +55,14 @@ fn pad_with(x: &Tensor, padding: [usize; 4], value: f32) -> Result<Tensor> {
 /// The path the layers use: the fast custom op (`conv::Conv2dOp`), with an
 /// im2col + GEMM forward and a GEMM + col2im / GEMM backward.
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: [usize; 4], stride: usize) -> Result<Tensor> {
+    alloc::tune_allocator();
     conv::conv2d(x, w, padding, stride)
 }
 
 /// The path the layers use: the fast custom op (`pool::MaxPool2dOp`), which
 /// also trains with kernel != stride (e.g. stride-1 "same" pooling).
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: [usize; 4]) -> Result<Tensor> {
+    alloc::tune_allocator();
     pool::max_pool2d(x, kernel, stride, padding)
 }
 
