@@ -5,10 +5,13 @@
 pub mod checkpoint;
 pub mod error;
 pub mod layers;
+pub mod loss;
 pub mod network;
+pub mod optim;
 pub mod ops;
 pub mod pixels;
 pub mod spec;
+pub mod train;
 
 #[cfg(feature = "python")]
 mod python;

@@ -107,7 +107,7 @@ impl Network {
 
     /// Class probabilities (softmax of the logits), `n * 7` values.
     pub fn predict_proba(&self, x: &[f32], n: usize, batch_size: usize) -> Result<Vec<f32>> {
-        self.predict_with(x, n, batch_size, |logits| candle_nn::ops::softmax_last_dim(logits))
+        self.predict_with(x, n, batch_size, candle_nn::ops::softmax_last_dim)
     }
 
     fn predict_with(
