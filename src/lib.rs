@@ -6,11 +6,13 @@ pub mod checkpoint;
 pub mod error;
 pub mod layers;
 pub mod loss;
+pub mod model_file;
 pub mod network;
 pub mod optim;
 pub mod ops;
 pub mod pixels;
 pub mod spec;
+pub mod threads;
 pub mod train;
 
 #[cfg(feature = "python")]

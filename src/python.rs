@@ -5,15 +5,21 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use ndarray::Array3;
-use numpy::PyArray3;
+use ndarray::{Array2, Array3};
+use numpy::{PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyString};
+use pyo3::types::{PyBytes, PyFloat, PyString};
 
 use crate::error::Error;
-use crate::{pixels, EMOTIONS, IMAGE_SIDE};
+use crate::model_file;
+use crate::network::Network;
+use crate::optim::OptimizerConfig;
+use crate::spec::{self, ModelSpec};
+use crate::threads;
+use crate::train::{TrainConfig, Trainer};
+use crate::{pixels, EMOTIONS, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES};
 
 create_exception!(fer, FerValueError, PyValueError, "Invalid data or arguments given to fer.");
 create_exception!(
@@ -163,5 +169,251 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ModelFileError", py.get_type::<ModelFileError>())?;
     m.add("FerInternalError", py.get_type::<FerInternalError>())?;
     m.add_function(wrap_pyfunction!(parse_pixels, m)?)?;
+    m.add_function(wrap_pyfunction!(presets, m)?)?;
+    m.add_function(wrap_pyfunction!(preset_spec, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_class::<NativeModel>()?;
     Ok(())
+}
+
+// ------------------------------------------------------------------ engine
+
+/// Copies a float32 (N, 2304) C-contiguous array into owned memory.
+fn owned_images(x: &PyReadonlyArray2<'_, f32>) -> PyResult<(Vec<f32>, usize)> {
+    let shape = x.shape();
+    if shape[1] != IMAGE_PIXELS {
+        return Err(FerValueError::new_err(format!(
+            "images must have {IMAGE_PIXELS} pixels each, got shape ({}, {})",
+            shape[0], shape[1]
+        )));
+    }
+    let data = x.as_slice().map(|s| s.to_vec()).unwrap_or_else(|_| x.as_array().iter().copied().collect());
+    Ok((data, shape[0]))
+}
+
+fn owned_labels(y: &PyReadonlyArray1<'_, u8>, n: usize) -> PyResult<Vec<u8>> {
+    let labels: Vec<u8> = y.as_array().iter().copied().collect();
+    if labels.len() != n {
+        return Err(FerValueError::new_err(format!("got {n} images but {} labels", labels.len())));
+    }
+    if let Some(pos) = labels.iter().position(|&l| l as usize >= NUM_CLASSES) {
+        return Err(FerValueError::new_err(format!("label at row {pos} is {}, outside 0-6", labels[pos])));
+    }
+    Ok(labels)
+}
+
+enum State {
+    Idle(Network),
+    Fitting(Trainer),
+    /// Only while moving between the two.
+    Empty,
+}
+
+/// The native half of `fer.Model`: a network, and its trainer while fitting.
+#[pyclass(module = "fer._core")]
+struct NativeModel {
+    state: State,
+}
+
+impl NativeModel {
+    fn network(&self) -> PyResult<&Network> {
+        match &self.state {
+            State::Idle(n) => Ok(n),
+            State::Fitting(t) => Ok(&t.network),
+            State::Empty => Err(FerInternalError::new_err("model in an inconsistent state")),
+        }
+    }
+
+    fn trainer(&mut self) -> PyResult<&mut Trainer> {
+        match &mut self.state {
+            State::Fitting(t) => Ok(t),
+            _ => Err(FerValueError::new_err("not fitting: call begin_fit first")),
+        }
+    }
+}
+
+/// Images are predicted in chunks so Ctrl-C is seen between them.
+const PREDICT_CHUNK: usize = 1024;
+
+#[pymethods]
+impl NativeModel {
+    #[new]
+    fn new(py: Python<'_>, spec_json: &str, seed: u64) -> PyResult<Self> {
+        let spec = ModelSpec::from_json(spec_json).map_err(to_pyerr)?;
+        let network = detach(py, move |_| Network::new(spec, seed))?;
+        Ok(NativeModel { state: State::Idle(network) })
+    }
+
+    /// Returns `(model, metadata_json)`.
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: Vec<u8>) -> PyResult<(Self, String)> {
+        let (network, meta) = detach(py, move |_| model_file::decode(&data))?;
+        Ok((NativeModel { state: State::Idle(network) }, meta))
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>, metadata_json: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = model_file::encode(self.network()?, metadata_json).map_err(to_pyerr)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    fn get_weights<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = self.network()?.to_safetensors().map_err(to_pyerr)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    fn set_weights(&self, data: &[u8]) -> PyResult<()> {
+        self.network()?.load_safetensors(data).map_err(to_pyerr)
+    }
+
+    #[getter]
+    fn spec_json(&self) -> PyResult<String> {
+        Ok(self.network()?.spec().to_json())
+    }
+
+    /// `(name, kind, output_shape, params, trainable_params)` per layer.
+    fn summary(&self) -> PyResult<Vec<(String, String, Vec<usize>, usize, usize)>> {
+        let rows = self.network()?.spec().summary().map_err(to_pyerr)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.name, r.kind, r.output_shape, r.params, r.trainable_params))
+            .collect())
+    }
+
+    fn predict_proba<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let (images, n) = owned_images(&x)?;
+        let network = self.network()?;
+        let proba = detach(py, |interrupt| {
+            let mut out = Vec::with_capacity(n * NUM_CLASSES);
+            for start in (0..n).step_by(PREDICT_CHUNK.max(batch_size)) {
+                interrupt.check()?;
+                let end = (start + PREDICT_CHUNK.max(batch_size)).min(n);
+                let chunk = &images[start * IMAGE_PIXELS..end * IMAGE_PIXELS];
+                out.extend(threads::install(|| network.predict_proba(chunk, end - start, batch_size.max(1)))??);
+            }
+            Ok(out)
+        })?;
+        let arr = Array2::from_shape_vec((n, NUM_CLASSES), proba).map_err(|e| FerInternalError::new_err(e.to_string()))?;
+        Ok(PyArray2::from_owned_array(py, arr))
+    }
+
+    #[pyo3(signature = (x, y, *, batch_size, optimizer, learning_rate, weight_decay, momentum, nesterov, label_smoothing, class_weights, seed))]
+    #[allow(clippy::too_many_arguments)]
+    fn begin_fit(
+        &mut self,
+        py: Python<'_>,
+        x: PyReadonlyArray2<'_, f32>,
+        y: PyReadonlyArray1<'_, u8>,
+        batch_size: usize,
+        optimizer: &str,
+        learning_rate: f64,
+        weight_decay: f64,
+        momentum: f64,
+        nesterov: bool,
+        label_smoothing: f32,
+        class_weights: Option<Vec<f32>>,
+        seed: u64,
+    ) -> PyResult<()> {
+        let (images, n) = owned_images(&x)?;
+        let labels = owned_labels(&y, n)?;
+        let optimizer = match optimizer {
+            "adam" => OptimizerConfig::Adam { lr: learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-7 },
+            "adamw" => OptimizerConfig::AdamW { lr: learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay },
+            "sgd" => OptimizerConfig::Sgd { lr: learning_rate, momentum, nesterov, weight_decay },
+            other => return Err(FerValueError::new_err(format!("unknown optimizer {other:?}; choose adam, adamw or sgd"))),
+        };
+        let config = TrainConfig { batch_size, optimizer, label_smoothing, class_weights, seed };
+        let network = match std::mem::replace(&mut self.state, State::Empty) {
+            State::Idle(n) => n,
+            State::Fitting(t) => t.network,
+            State::Empty => return Err(FerInternalError::new_err("model in an inconsistent state")),
+        };
+        // Trainer::new takes the network; if it rejects the config, rebuild
+        // the network from a snapshot so the model survives the error.
+        let spec = network.spec().clone();
+        let snapshot = network.to_safetensors().map_err(to_pyerr)?;
+        match detach(py, move |_| Trainer::new(network, config, images, labels)) {
+            Ok(trainer) => {
+                self.state = State::Fitting(trainer);
+                Ok(())
+            }
+            Err(e) => {
+                self.state = State::Idle(Network::from_safetensors(spec, &snapshot).map_err(to_pyerr)?);
+                Err(e)
+            }
+        }
+    }
+
+    /// Shuffles for a new epoch; returns its number of batches.
+    fn start_epoch(&mut self) -> PyResult<usize> {
+        Ok(self.trainer()?.start_epoch())
+    }
+
+    /// Trains on the epoch's next batch: `(loss_sum, correct, count)`.
+    fn train_batch(&mut self, py: Python<'_>) -> PyResult<(f64, usize, usize)> {
+        let trainer = self.trainer()?;
+        let stats = detach(py, |_| threads::install(|| trainer.train_batch())?)?;
+        Ok((stats.loss_sum, stats.correct, stats.count))
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) -> PyResult<()> {
+        if let State::Fitting(t) = &mut self.state {
+            t.set_learning_rate(lr).map_err(to_pyerr)?;
+        }
+        Ok(())
+    }
+
+    /// Mean loss and accuracy on labelled images (uses the trainer's loss).
+    fn evaluate(
+        &mut self,
+        py: Python<'_>,
+        x: PyReadonlyArray2<'_, f32>,
+        y: PyReadonlyArray1<'_, u8>,
+        batch_size: usize,
+    ) -> PyResult<(f64, f64)> {
+        let (images, n) = owned_images(&x)?;
+        let labels = owned_labels(&y, n)?;
+        let trainer = self.trainer()?;
+        detach(py, |_| threads::install(|| trainer.evaluate(&images, &labels, batch_size.max(1)))?)
+    }
+
+    fn end_fit(&mut self) -> PyResult<()> {
+        if let State::Fitting(_) = self.state {
+            if let State::Fitting(t) = std::mem::replace(&mut self.state, State::Empty) {
+                self.state = State::Idle(t.network);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[pyfunction]
+fn presets() -> Vec<(String, String)> {
+    spec::preset_names()
+        .iter()
+        .map(|n| (n.to_string(), spec::preset_description(n).unwrap_or("").to_string()))
+        .collect()
+}
+
+/// The JSON spec of a named preset with options given as a JSON object.
+#[pyfunction]
+fn preset_spec(name: &str, options_json: &str) -> PyResult<String> {
+    let options: serde_json::Map<String, serde_json::Value> = serde_json::from_str(options_json)
+        .map_err(|e| FerValueError::new_err(format!("model options must be JSON-compatible: {e}")))?;
+    Ok(spec::preset(name, &options).map_err(to_pyerr)?.to_json())
+}
+
+#[pyfunction]
+fn set_num_threads(n: usize) {
+    threads::set_num_threads(n)
+}
+
+#[pyfunction]
+fn get_num_threads() -> PyResult<usize> {
+    threads::num_threads().map_err(to_pyerr)
 }

@@ -160,15 +160,22 @@ def split(df: pd.DataFrame, validation: float = 0.1, seed: int = 0) -> Split:
     else:
         training, test = df, df.iloc[0:0]
     labels = labels_from(training["emotion"].to_numpy(), training.index)
+    held = stratified_holdout(labels, validation, seed)
+    return Split(training[~held], training[held], test)
+
+
+def stratified_holdout(labels: npt.NDArray[np.integer], fraction: float, seed: int) -> npt.NDArray[np.bool_]:
+    """Boolean mask holding out ``round(fraction * count)`` rows of each label,
+    drawn with ``seed``."""
     rng = np.random.default_rng(seed)
-    held = np.zeros(len(training), dtype=bool)
-    if validation > 0:
+    held = np.zeros(len(labels), dtype=bool)
+    if fraction > 0:
         for label in range(NUM_CLASSES):
             members = np.flatnonzero(labels == label)
-            take = int(round(len(members) * validation))
+            take = int(round(len(members) * fraction))
             if take:
                 held[rng.choice(members, size=take, replace=False)] = True
-    return Split(training[~held], training[held], test)
+    return held
 
 
 def load_sample() -> pd.DataFrame:

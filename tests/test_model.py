@@ -1,0 +1,264 @@
+import json
+import pickle
+import subprocess
+import sys
+import threading
+import _thread
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fer
+from fer.errors import FerValueError, ModelFileError
+
+# A small network so the suite stays fast on 2 cores.
+TINY = {
+    "name": "tiny",
+    "input_shape": [1, 48, 48],
+    "layers": [
+        {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2, "padding": "same", "activation": "relu"},
+        {"type": "max_pool2d", "kernel": 2, "stride": 2},
+        {"type": "conv2d", "filters": 16, "kernel": 3, "padding": "same", "activation": "relu"},
+        {"type": "max_pool2d", "kernel": 2, "stride": 2},
+        {"type": "dropout", "rate": 0.1},
+        {"type": "flatten"},
+        {"type": "dense", "units": 7, "activation": "softmax"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def trained(sample):
+    return fer.Model(TINY, seed=3).fit(sample, epochs=2, progress=False)
+
+
+def test_models_lists_presets():
+    presets = fer.models()
+    assert {"seed3x3", "seed4x4"} <= set(presets)
+    assert all(isinstance(d, str) and d for d in presets.values())
+
+
+@pytest.mark.parametrize(
+    "preset, pooling, total, convs, flat",
+    [
+        ("seed3x3", "same", 2_295_839, [480, 20784, 27712, 36928, 71548, 138508], 285_696),
+        ("seed4x4", "same", 2_438_375, [816, 36912, 49216, 65600, 73856, 147584], 294_912),
+        ("seed3x3", "stride2", 295_960 + 4464 * 7 + 7, [480, 20784, 27712, 36928, 71548, 138508], 4464),
+    ],
+)
+def test_study_models_match_the_paper(preset, pooling, total, convs, flat):
+    model = fer.Model(preset, pooling=pooling)
+    rows = model._native.summary()
+    assert [r[3] for r in rows if r[1] == "Conv2D"] == convs
+    assert model.count_params() == total
+    text = str(model)
+    assert f"Total params: {total:,}" in text and "Conv2D" in text and "Dense" in text
+    assert [r[2] for r in rows if r[1] == "Flatten"] == [[flat]]
+    assert f"(None, {flat})" in text
+
+
+def test_unknown_model_and_options_are_clear():
+    with pytest.raises(FerValueError, match="unknown model preset"):
+        fer.Model("resnet9000")
+    with pytest.raises(FerValueError, match="pooling"):
+        fer.Model("seed3x3", pooling="avg")
+    with pytest.raises(FerValueError, match="no option"):
+        fer.Model("seed3x3", colour=True)
+
+
+def test_training_learns_and_records_history(trained, sample):
+    h = trained.history
+    assert list(h.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
+    assert list(h.epoch) == [1.0, 2.0]
+    assert np.isfinite(h[["loss", "accuracy", "val_loss", "val_accuracy"]].to_numpy()).all()
+    assert (h.seconds > 0).all()
+    report = trained.evaluate(sample)
+    assert 0 <= report.accuracy <= 1 and np.isfinite(report.loss)
+    assert report.confusion_matrix.values.sum() == (sample.Usage == "PublicTest").sum()
+
+
+def test_overfits_a_small_batch():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(32, 48, 48), dtype=np.uint8)
+    y = rng.integers(0, 7, size=32)
+    model = fer.Model(TINY, seed=0).fit(x, y, epochs=120, batch_size=32, validation=0, progress=False, learning_rate=3e-3)
+    assert (model.predict(x) == y).mean() == 1.0
+
+
+def test_predict_accepts_every_documented_input(trained, sample):
+    head = sample.head(5)
+    x8 = fer.parse_pixels(head.pixels)
+    expected = trained.predict_proba(x8)
+    assert expected.shape == (5, 7) and expected.dtype == np.float32
+    np.testing.assert_allclose(expected.sum(axis=1), 1, rtol=1e-5)
+    variants = [
+        x8[..., None],
+        x8.reshape(5, 2304),
+        x8.astype(np.float64) / 255,
+        x8.astype(np.float32) / 255,
+        x8.astype(np.int64),
+        list(head.pixels),
+        head.pixels.to_numpy(dtype=object),
+    ]
+    for v in variants:
+        np.testing.assert_allclose(trained.predict_proba(v), expected, rtol=1e-5, atol=1e-6)
+    one = trained.predict_proba(x8[0])
+    np.testing.assert_allclose(one, expected[:1], rtol=1e-5, atol=1e-6)
+    frame = trained.predict_proba(head)
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == list(fer.EMOTIONS)
+    assert list(frame.index) == list(head.index)
+    series = trained.predict_proba(head.pixels)
+    assert list(series.index) == list(head.index)
+    labels = trained.predict(head)
+    np.testing.assert_array_equal(labels, expected.argmax(axis=1))
+    assert fer.predict(head, model=trained).tolist() == labels.tolist()
+    out = head.assign(pred=fer.predict(head, model=trained))
+    assert out.pred.between(0, 6).all()
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (np.zeros((2, 47, 48), np.uint8), FerValueError, r"shape \(2, 47, 48\)"),
+        (np.zeros((0, 48, 48), np.uint8), FerValueError, "empty"),
+        (np.full((1, 48, 48), np.nan), FerValueError, "NaN"),
+        (np.full((1, 48, 48), 2.0), FerValueError, r"\[0, 1\]"),
+        (np.full((1, 48, 48), 300), FerValueError, "outside 0-255"),
+        (np.zeros((1, 48, 48), np.complex64), TypeError, "complex"),
+        (np.array([{"a": 1}], dtype=object), TypeError, "object"),
+        (pd.DataFrame({"x": [1]}), FerValueError, "no 'pixels' column"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(trained, bad, error, match):
+    with pytest.raises(error, match=match):
+        trained.predict(bad)
+
+
+def test_bad_training_arguments(sample):
+    model = fer.Model(TINY)
+    for kwargs, match in [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"optimizer": "rmsprop"}, "unknown optimizer"),
+        ({"validation": 1.0}, "validation"),
+    ]:
+        with pytest.raises(FerValueError, match=match):
+            model.fit(sample, progress=False, **kwargs)
+    bad = sample.head(20).copy()
+    bad.loc[bad.index[3], "emotion"] = 7
+    with pytest.raises(FerValueError, match="outside 0-6"):
+        model.fit(bad, progress=False)
+    with pytest.raises(FerValueError, match="no Training rows"):
+        model.fit(sample[sample.Usage == "PublicTest"], progress=False)
+
+
+def test_same_seed_same_weights(sample):
+    train = sample[sample.Usage == "Training"].head(128)
+    a = fer.Model(TINY, seed=5).fit(train, epochs=1, progress=False)
+    b = fer.Model(TINY, seed=5).fit(train, epochs=1, progress=False)
+    c = fer.Model(TINY, seed=6).fit(train, epochs=1, progress=False)
+    assert a.get_weights() == b.get_weights()
+    assert a.get_weights() != c.get_weights()
+
+
+def test_save_load_predicts_identically_in_a_fresh_process(trained, sample, tmp_path):
+    path = tmp_path / "model.fer"
+    trained.save(path)
+    loaded = fer.load(path)
+    x = fer.parse_pixels(sample.pixels.head(50))
+    np.testing.assert_array_equal(loaded.predict_proba(x), trained.predict_proba(x))
+    pd.testing.assert_frame_equal(loaded.history, trained.history)
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import numpy as np, fer, sys; m = fer.load(sys.argv[1]); "
+        "np.save(sys.argv[3], m.predict_proba(np.load(sys.argv[2])))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"), str(tmp_path / "p.npy")], check=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), trained.predict_proba(x))
+
+
+def test_models_pickle(trained, sample):
+    clone = pickle.loads(pickle.dumps(trained))
+    x = fer.parse_pixels(sample.pixels.head(10))
+    np.testing.assert_array_equal(clone.predict_proba(x), trained.predict_proba(x))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"garbage" * 10, b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":1}", pickle.dumps({"a": 1})],
+)
+def test_corrupt_files_are_model_file_errors(tmp_path, payload):
+    path = tmp_path / "bad.fer"
+    path.write_bytes(payload)
+    with pytest.raises(ModelFileError):
+        fer.load(path)
+
+
+def test_truncated_file_is_a_model_file_error(trained, tmp_path):
+    data = trained.to_bytes()
+    for cut in (10, len(data) // 2, len(data) - 1):
+        path = tmp_path / f"cut{cut}.fer"
+        path.write_bytes(data[:cut])
+        with pytest.raises(ModelFileError):
+            fer.load(path)
+
+
+def test_plain_safetensors_without_fer_header_is_rejected(trained, tmp_path):
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(trained.get_weights())
+    with pytest.raises(ModelFileError, match="not a fer model"):
+        fer.load(path)
+
+
+def test_callbacks_can_stop_training(sample):
+    seen = []
+
+    def stop_after_two(epoch, logs):
+        seen.append((epoch, sorted(logs)))
+        return epoch >= 2
+
+    model = fer.Model(TINY).fit(sample, epochs=10, callbacks=[stop_after_two], progress=False)
+    assert len(model.history) == 2 and seen[0][0] == 1
+    assert "val_accuracy" in seen[0][1]
+
+
+def test_early_stopping_restores_best(sample):
+    stopper = fer.callbacks.EarlyStopping(monitor="val_loss", patience=0)
+    model = fer.Model(TINY).fit(sample, epochs=6, learning_rate=0.05, callbacks=[stopper], progress=False)
+    assert stopper.best_epoch is not None and len(model.history) <= 6
+    best = model.history.val_loss.min()
+    assert stopper.best == pytest.approx(best)
+
+
+def test_ctrl_c_stops_quickly_and_keeps_last_epoch(sample):
+    model = fer.Model("seed3x3", pooling="stride2")
+    train = sample[sample.Usage == "Training"]
+    timer = threading.Timer(1.5, _thread.interrupt_main)
+    start = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(train, epochs=50, progress=False)
+    elapsed = time.perf_counter() - start
+    # The interrupt lands between batches: allow one batch (~1 s here) on a busy machine.
+    assert elapsed < 1.5 + 4, elapsed
+    # Interrupted mid-epoch: the weights are those of the last completed epoch
+    # (none here, so the initial ones).
+    assert len(model.history) == 0
+    assert model.get_weights() == fer.Model("seed3x3", pooling="stride2").get_weights()
+
+
+def test_pretrained_missing_is_a_clear_error():
+    with pytest.raises(FerValueError, match="pretrained"):
+        fer.predict(np.zeros((1, 48, 48), np.uint8))
+
+
+def test_threads_setting():
+    fer.set_num_threads(1)
+    assert fer.get_num_threads() == 1
+    fer.set_num_threads(0)
+    assert fer.get_num_threads() >= 1
+    with pytest.raises(FerValueError):
+        fer.set_num_threads(-1)
