@@ -133,7 +133,12 @@ def plot_history(
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 3.6), squeeze=False)
+    from matplotlib.ticker import MaxNLocator
+
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2", "C3"])
+    all_epochs = sorted(
+        {float(e) for h in runs.values() for e in (h["epoch"] if "epoch" in h.columns else range(1, len(h) + 1))}
+    )
     for i, metric in enumerate(metrics):
         ax = axes[0][i]
         for j, (name, history) in enumerate(runs.items()):
@@ -158,7 +163,9 @@ def plot_history(
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(all_epochs) == 1:  # a single epoch: centre it rather than zoom in on it
+            ax.set_xlim(all_epochs[0] - 1, all_epochs[0] + 1)
         ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
