@@ -143,8 +143,9 @@ fn parse_pixels<'py>(
     let parsed = py.detach(move || {
         // SAFETY: see `keep` above; the spans are only read.
         let rows: Vec<&[u8]> = spans.iter().map(|s| unsafe { std::slice::from_raw_parts(s.0, s.1) }).collect();
-        pixels::parse_slices(&rows)
+        threads::install(|| pixels::parse_slices(&rows))
     });
+    let parsed = parsed.map_err(to_pyerr)?;
     drop(keep);
     match parsed {
         Ok(buf) => {
@@ -163,6 +164,7 @@ fn parse_pixels<'py>(
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    threads::configure_candle();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("EMOTIONS", EMOTIONS.to_vec())?;
     m.add("FerValueError", py.get_type::<FerValueError>())?;

@@ -14,6 +14,21 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::{Error, Result};
 
+/// Makes candle's elementwise ops run on the calling thread.
+///
+/// candle 0.11 runs elementwise ops on a process-global pool of its own
+/// threads. Those threads would compete with fer's pool for the cores, would
+/// ignore `set_num_threads`, and do not exist in a forked child, where the
+/// next op waits for them forever. With `CANDLE_NUM_THREADS=1` candle starts
+/// no threads; fer parallelises the heavy ops itself. A value the user set
+/// is kept. Must run before the first candle op (at module import).
+pub fn configure_candle() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Called once at import, before any thread of ours reads the environment.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 /// Requested thread count; 0 means rayon's default (RAYON_NUM_THREADS or all cores).
 static REQUESTED: AtomicUsize = AtomicUsize::new(0);
 static POOL: Mutex<Option<PoolEntry>> = Mutex::new(None);

@@ -262,3 +262,37 @@ def test_threads_setting():
     assert fer.get_num_threads() >= 1
     with pytest.raises(FerValueError):
         fer.set_num_threads(-1)
+
+
+_FORKED_MODEL = None
+
+
+def _predict_in_child(x):
+    return _FORKED_MODEL.predict_proba(x)
+
+
+def test_fork_after_native_work_does_not_hang(trained, sample):
+    import multiprocessing
+
+    global _FORKED_MODEL
+    _FORKED_MODEL = trained
+    x = fer.parse_pixels(sample.pixels.head(20))
+    expected = trained.predict_proba(x)  # starts fer's thread pool in this process
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        result = pool.apply_async(_predict_in_child, (x,)).get(timeout=60)
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_models_go_to_spawned_workers(trained, sample):
+    import concurrent.futures
+    import multiprocessing
+
+    x = fer.parse_pixels(sample.pixels.head(10))
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        result = ex.submit(_call_predict_proba, trained, x).result(timeout=120)
+    np.testing.assert_array_equal(result, trained.predict_proba(x))
+
+
+def _call_predict_proba(model, x):
+    return model.predict_proba(x)
