@@ -146,6 +146,14 @@ def test_models_lists_the_presets():
     assert names == list(fer.models())
 
 
+def test_demo_runs_on_the_bundled_sample():
+    proc = run("demo", "--epochs", 1, "--no-progress", "--threads", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert "bundled FER2013 sample, 998 rows" in proc.stdout
+    assert "PublicTest rows of the sample" in proc.stdout and "confusion matrix" in proc.stdout
+    assert "reloaded" in proc.stdout and "predicted" in proc.stdout
+
+
 def test_help_for_every_command():
     proc = run("--help")
     assert proc.returncode == 0
