@@ -1,0 +1,211 @@
+"""Benchmark: training and inference speed of the study's models and the
+default model, in images/second, with achieved GFLOP/s against a float32
+GEMM peak measured in the same run, and peak memory.
+
+    .venv/bin/python benchmarks/bench_speed.py [--models seed3x3:stride2,seed3x3:same,...]
+        [--batch 64] [--batches 6] [--repeats 3] [--threads N] [--compare]
+
+Training: steady state after two warm-up batches, median over repeats of
+`--batches` batches on synthetic 48x48 images (speed does not depend on the
+pixel values). Inference: `predict_proba` on 1,024 images, batch 256.
+With --compare, and when `torch` or `tensorflow` is importable, the same
+architectures are built there and timed the same way, side by side.
+Not a test: it prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import numpy as np
+
+import fer
+from fer import _core
+
+DEFAULT_MODELS = "seed3x3:stride2,seed4x4:stride2,seed3x3:same,seed4x4:same,fer_vgg:"
+
+
+def forward_flops(spec: dict) -> float:
+    """Multiply-adds x2 of the convolutions and dense layers, per image."""
+    c, h, w = spec["input_shape"]
+    flops = 0.0
+    for layer in spec["layers"]:
+        kind = layer["type"]
+        if kind == "conv2d":
+            k, s, f = layer["kernel"], layer.get("stride", 1), layer["filters"]
+            pad = layer.get("padding", "valid")
+            if pad == "same":
+                oh, ow = -(-h // s), -(-w // s)
+            else:
+                p = 0 if pad == "valid" else int(pad)
+                oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+            flops += 2.0 * oh * ow * f * c * k * k
+            c, h, w = f, oh, ow
+        elif kind == "max_pool2d":
+            k, s = layer.get("kernel", 2), layer.get("stride", 2)
+            if layer.get("padding", "valid") == "same":
+                h, w = -(-h // s), -(-w // s)
+            else:
+                h, w = (h - k) // s + 1, (w - k) // s + 1
+        elif kind == "global_avg_pool":
+            h = w = 1
+        elif kind == "flatten":
+            c, h, w = c * h * w, 1, 1
+        elif kind == "dense":
+            flops += 2.0 * c * h * w * layer["units"]
+            c, h, w = layer["units"], 1, 1
+    return flops
+
+
+def gemm_peak(n: int = 2048, repeats: int = 5) -> float:
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def time_fer(preset: str, options: dict, batch: int, batches: int, repeats: int) -> tuple[float, float, dict]:
+    model = fer.Model(preset, seed=0, **options)
+    native = model._native
+    rng = np.random.default_rng(0)
+    n = batch * (batches * repeats + 2)
+    x = rng.random((n, 2304), dtype=np.float32)
+    y = rng.integers(0, 7, n).astype(np.uint8)
+    native.begin_fit(
+        x, y, batch_size=batch, optimizer="adam", learning_rate=1e-3, weight_decay=0.0,
+        momentum=0.9, nesterov=True, label_smoothing=0.0, class_weights=None, seed=0,
+    )
+    native.start_epoch()
+    for _ in range(2):
+        native.train_batch()
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(batches):
+            native.train_batch()
+        rates.append(batch * batches / (time.perf_counter() - t))
+    native.end_fit()
+    xi = x[:1024]
+    model.predict_proba(xi[:256])
+    infer = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        native.predict_proba(xi, 256)
+        infer.append(len(xi) / (time.perf_counter() - t))
+    return statistics.median(rates), statistics.median(infer), model.spec
+
+
+def torch_model(spec: dict):
+    import torch
+    from torch import nn
+
+    layers, c, h, w = [], *spec["input_shape"]
+    for layer in spec["layers"]:
+        kind = layer["type"]
+        if kind == "conv2d":
+            k, s = layer["kernel"], layer.get("stride", 1)
+            pad = layer.get("padding", "valid")
+            if pad == "same" and s == 1:
+                total = k - 1
+                layers.append(nn.ZeroPad2d((total // 2, total - total // 2, total // 2, total - total // 2)))
+            layers.append(nn.Conv2d(c, layer["filters"], k, s, bias=layer.get("use_bias", True)))
+            c = layer["filters"]
+            if layer.get("activation") == "relu":
+                layers.append(nn.ReLU())
+        elif kind == "max_pool2d":
+            k, s = layer.get("kernel", 2), layer.get("stride", 2)
+            if layer.get("padding", "valid") == "same":
+                layers.append(nn.ConstantPad2d((0, k - 1, 0, k - 1), float("-inf")) if s == 1 else nn.Identity())
+            layers.append(nn.MaxPool2d(k, s))
+        elif kind == "dropout":
+            layers.append(nn.Dropout(layer["rate"]))
+        elif kind == "batch_norm2d":
+            layers.append(nn.BatchNorm2d(c))
+        elif kind == "relu":
+            layers.append(nn.ReLU())
+        elif kind == "global_avg_pool":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        elif kind == "flatten":
+            layers.append(nn.Flatten())
+        elif kind == "dense":
+            layers.append(nn.LazyLinear(layer["units"]))
+    return nn.Sequential(*layers), torch
+
+
+def time_torch(spec: dict, batch: int, batches: int, repeats: int) -> tuple[float, float]:
+    net, torch = torch_model(spec)
+    x = torch.rand(batch, 1, 48, 48)
+    y = torch.randint(0, 7, (batch,))
+    net(x)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss_fn(net(x), y).backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(batches):
+            step()
+        rates.append(batch * batches / (time.perf_counter() - t))
+    net.eval()
+    xi = torch.rand(1024, 1, 48, 48)
+    infer = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for i in range(0, 1024, 256):
+                net(xi[i : i + 256])
+            infer.append(1024 / (time.perf_counter() - t))
+    return statistics.median(rates), statistics.median(infer)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated preset:pooling")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batches", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--compare", action="store_true", help="also time torch when importable")
+    args = ap.parse_args()
+
+    fer.set_num_threads(args.threads)
+    peak = gemm_peak()
+    print(f"fer {fer.__version__}, {fer.get_num_threads()} threads; numpy float32 GEMM 2048^3: {peak:.0f} GFLOP/s (median)")
+    header = f"{'model':<20}{'train img/s':>12}{'train GFLOP/s':>15}{'% GEMM':>8}{'predict img/s':>15}"
+    if args.compare:
+        header += f"{'torch train':>13}{'torch pred':>12}{'ratio':>8}"
+    print(header)
+    for item in args.models.split(","):
+        preset, _, pooling = item.partition(":")
+        options = {"pooling": pooling} if pooling else {}
+        train, infer, spec = time_fer(preset, options, args.batch, args.batches, args.repeats)
+        gflops = 3 * forward_flops(spec) * train / 1e9
+        line = f"{item:<20}{train:>12.1f}{gflops:>15.1f}{100 * gflops / peak:>7.0f}%{infer:>15.1f}"
+        if args.compare:
+            try:
+                t_train, t_infer = time_torch(spec, args.batch, args.batches, args.repeats)
+                line += f"{t_train:>13.1f}{t_infer:>12.1f}{train / t_train:>7.2f}x"
+            except ImportError:
+                line += f"{'(no torch)':>13}"
+        print(line, flush=True)
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
