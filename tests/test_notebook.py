@@ -57,6 +57,7 @@ def test_notebook_is_committed_without_outputs():
 def test_notebook_runs_on_the_sample(kernel_env):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     parameter_cell(nb).source = PARAMETERS
+    nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable)"))
     client = nbclient.NotebookClient(
         nb,
         kernel_name="python3",
@@ -71,6 +72,8 @@ def test_notebook_runs_on_the_sample(kernel_env):
     assert all(c.execution_count for c in code)
 
     # it ran in this interpreter (the kernelspec above)
+    assert code[-1].outputs[0]["text"].strip() == sys.executable
+
     def text(cell):
         return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream") + "".join(
             o.get("data", {}).get("text/plain", "") for o in cell.outputs if "data" in o
