@@ -162,19 +162,37 @@ fn main() -> Result<()> {
 
 /// Times the three conv kernels directly on slices (no candle graph).
 fn raw_kernels(n: usize, sides: &[usize; 6], chans: &[(usize, usize); 6], iters: usize) {
-    use _core::ops::conv::{conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd, Geom};
-    println!("{:<24} {:>9} {:>9} {:>9} | GFLOP/s fwd / dx / dw", "raw kernels", "fwd", "dx", "dw");
+    use _core::ops::{conv, winograd};
+    for wino in [false, true] {
+    println!(
+        "{:<24} {:>9} {:>9} {:>9} | GFLOP/s (direct-conv equivalent) fwd / dx / dw",
+        if wino { "raw winograd" } else { "raw im2col" },
+        "fwd",
+        "dx",
+        "dw"
+    );
     let mut total = 0.0;
     for (i, (&side, &(c, o))) in sides.iter().zip(chans).enumerate() {
-        let g = Geom::new(&[n, c, side, side], &[o, c, 3, 3], [1, 1, 1, 1], 1).unwrap();
+        let conv2d_fwd = |g: &conv::Geom, x: &[f32], w: &[f32]| {
+            if wino { winograd::conv2d_fwd(g, x, w) } else { conv::conv2d_fwd(g, x, w) }
+        };
+        let conv2d_bwd_input = |g: &conv::Geom, x: &[f32], w: &[f32]| {
+            if wino { winograd::conv2d_bwd_input(g, x, w) } else { conv::conv2d_bwd_input(g, x, w) }
+        };
+        let conv2d_bwd_weight = |g: &conv::Geom, x: &[f32], w: &[f32]| {
+            if wino { winograd::conv2d_bwd_weight(g, x, w) } else { conv::conv2d_bwd_weight(g, x, w) }
+        };
+        let g = conv::Geom::new(&[n, c, side, side], &[o, c, 3, 3], [1, 1, 1, 1], 1).unwrap();
         let x: Vec<f32> = (0..n * c * side * side).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
         let w: Vec<f32> = (0..o * c * 9).map(|i| ((i * 104729) % 1000) as f32 * 1e-3 - 0.5).collect();
+        // Best process CPU time / threads: robust to other processes
+        // sharing the cores (wall time is not).
         let best = |f: &dyn Fn() -> Vec<f32>| {
             let mut b = f64::MAX;
             for _ in 0..iters + 1 {
-                let t = Instant::now();
+                let t = cpu_time();
                 std::hint::black_box(f());
-                b = b.min(t.elapsed().as_secs_f64());
+                b = b.min((cpu_time() - t) / rayon::current_num_threads() as f64);
             }
             b
         };
@@ -195,5 +213,22 @@ fn raw_kernels(n: usize, sides: &[usize; 6], chans: &[(usize, usize); 6], iters:
             gf / tw
         );
     }
-    println!("total {:.1} ms ({:.0} img/s)", total * 1e3, n as f64 / total);
+    println!("total {:.1} ms ({:.0} img/s) [CPU time / threads]", total * 1e3, n as f64 / total);
+    }
+}
+
+/// Process CPU time in seconds (all threads).
+fn cpu_time() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clk: i32, ts: *mut Timespec) -> i32;
+    }
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: valid pointer; CLOCK_PROCESS_CPUTIME_ID = 2.
+    unsafe { clock_gettime(2, &mut ts) };
+    ts.sec as f64 + ts.nsec as f64 * 1e-9
 }

@@ -275,6 +275,48 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     dw
 }
 
+/// Convolution algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algo {
+    Im2col,
+    Winograd,
+}
+
+/// The algorithm the custom ops use for `g`: Winograd F(2x2, 3x3) for
+/// stride-1 3x3 kernels with >= 8 input channels (with fewer the transforms
+/// cost more than the GEMMs save), im2col + GEMM otherwise. `FER_CONV=im2col` forces
+/// im2col (for A/B checks).
+pub fn choose_algo(g: &Geom) -> Algo {
+    static FORCE_IM2COL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let force = *FORCE_IM2COL.get_or_init(|| std::env::var("FER_CONV").is_ok_and(|v| v == "im2col"));
+    if !force && super::winograd::applicable(g) && g.c >= 8 {
+        Algo::Winograd
+    } else {
+        Algo::Im2col
+    }
+}
+
+fn fwd_any<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+    match choose_algo(g) {
+        Algo::Winograd => super::winograd::conv2d_fwd(g, x, w),
+        Algo::Im2col => conv2d_fwd(g, x, w),
+    }
+}
+
+fn bwd_input_any<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    match choose_algo(g) {
+        Algo::Winograd => super::winograd::conv2d_bwd_input(g, dy, w),
+        Algo::Im2col => conv2d_bwd_input(g, dy, w),
+    }
+}
+
+fn bwd_weight_any<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    match choose_algo(g) {
+        Algo::Winograd => super::winograd::conv2d_bwd_weight(g, x, dy),
+        Algo::Im2col => conv2d_bwd_weight(g, x, dy),
+    }
+}
+
 /// The forward custom op on `(x, w)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2dOp {
@@ -296,10 +338,10 @@ impl CustomOp2 for Conv2dOp {
         let shape = Shape::from((g.n, g.o, g.oh, g.ow));
         let out = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                out_storage(conv2d_fwd::<f32>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+                out_storage(fwd_any::<f32>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
             }
             (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                out_storage(conv2d_fwd::<f64>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+                out_storage(fwd_any::<f64>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
             }
             _ => bail!("fer-conv2d: x and w must both be f32 or both f64"),
         };
@@ -343,10 +385,10 @@ impl CustomOp2 for Conv2dBwdInputOp {
         }
         let out = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                out_storage(conv2d_bwd_input::<f32>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+                out_storage(bwd_input_any::<f32>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
             }
             (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                out_storage(conv2d_bwd_input::<f64>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+                out_storage(bwd_input_any::<f64>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
             }
             _ => bail!("fer-conv2d-bwd-input: dtype mismatch"),
         };
@@ -374,10 +416,10 @@ impl CustomOp2 for Conv2dBwdWeightOp {
         }
         let out = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                out_storage(conv2d_bwd_weight::<f32>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+                out_storage(bwd_weight_any::<f32>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
             }
             (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                out_storage(conv2d_bwd_weight::<f64>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
+                out_storage(bwd_weight_any::<f64>(&g, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
             }
             _ => bail!("fer-conv2d-bwd-weight: dtype mismatch"),
         };

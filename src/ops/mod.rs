@@ -10,6 +10,7 @@ pub mod alloc;
 pub mod conv;
 pub mod gemm;
 pub mod pool;
+pub mod winograd;
 #[cfg(test)]
 mod tests;
 

@@ -108,6 +108,8 @@ const CONV_CASES: &[([usize; 4], [usize; 4], [usize; 4], usize)] = &[
     ([9, 3, 5, 5], [2, 3, 3, 3], [2, 0, 1, 0], 1),  // batch > chunk, asymmetric
     ([2, 2, 7, 6], [3, 2, 2, 3], [0, 1, 1, 1], 3),  // non-square kernel, stride 3
     ([1, 3, 4, 4], [2, 3, 3, 3], [3, 3, 3, 3], 1),  // padding >= kernel
+    ([3, 9, 7, 6], [5, 9, 3, 3], [1, 1, 1, 1], 1),  // Winograd path (C >= 8)
+    ([17, 8, 6, 6], [4, 8, 3, 3], [0, 2, 2, 0], 1), // Winograd, partial group
 ];
 
 #[test]
@@ -161,19 +163,23 @@ fn conv_non_contiguous_input() {
 
 #[test]
 fn conv_deterministic() {
-    let x = rand_t(&[64, 8, 12, 12], 21);
-    let w = rand_t(&[16, 8, 3, 3], 22);
-    let a = conv_grads(|x, w| conv2d(x, w, [1, 1, 1, 1], 1), &x, &w, 23);
-    let b = conv_grads(|x, w| conv2d(x, w, [1, 1, 1, 1], 1), &x, &w, 23);
-    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&a.0), bits(&b.0));
-    assert_eq!(bits(&a.1), bits(&b.1));
-    assert_eq!(bits(&a.2), bits(&b.2));
-    // Single-threaded pool gives the same bits too (fixed reduction order).
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let c = pool.install(|| conv_grads(|x, w| conv2d(x, w, [1, 1, 1, 1], 1), &x, &w, 23));
-    assert_eq!(bits(&a.2), bits(&c.2));
-    assert_eq!(bits(&a.1), bits(&c.1));
+    // C = 8: Winograd path; C = 3: im2col path.
+    for (xd, wd) in [([64, 8, 12, 12], [16, 8, 3, 3]), ([64, 3, 10, 10], [6, 3, 3, 3])] {
+        let x = rand_t(&xd, 21);
+        let w = rand_t(&wd, 22);
+        let a = conv_grads(|x, w| conv2d(x, w, [1, 1, 1, 1], 1), &x, &w, 23);
+        let b = conv_grads(|x, w| conv2d(x, w, [1, 1, 1, 1], 1), &x, &w, 23);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.0), bits(&b.0));
+        assert_eq!(bits(&a.1), bits(&b.1));
+        assert_eq!(bits(&a.2), bits(&b.2));
+        // Single-threaded pool gives the same bits too (fixed reduction order).
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let c = pool.install(|| conv_grads(|x, w| conv2d(x, w, [1, 1, 1, 1], 1), &x, &w, 23));
+        assert_eq!(bits(&a.0), bits(&c.0));
+        assert_eq!(bits(&a.1), bits(&c.1));
+        assert_eq!(bits(&a.2), bits(&c.2));
+    }
 }
 
 /// Naive max pool with -inf padding; gradient to the first maximum.
@@ -271,4 +277,40 @@ fn pool_ties_go_to_first_max() {
         want[a * 4 + b] = r[i];
     }
     assert_eq!(dx, want);
+}
+
+/// Winograd vs im2col kernels directly, on many 3x3 stride-1 shapes
+/// (odd sizes, asymmetric padding, partial image groups).
+#[test]
+fn winograd_matches_im2col() {
+    use super::conv::{self, Geom};
+    use super::winograd;
+    let cases: &[([usize; 4], usize, [usize; 4])] = &[
+        ([2, 3, 7, 9], 5, [1, 1, 1, 1]),
+        ([1, 2, 6, 5], 4, [0, 0, 0, 0]),
+        ([5, 1, 12, 12], 8, [1, 1, 1, 1]),
+        ([9, 3, 5, 5], 2, [2, 0, 1, 0]),
+        ([1, 3, 4, 4], 2, [3, 3, 3, 3]),
+        ([37, 6, 6, 6], 7, [1, 1, 1, 1]), // 37 images: 16-image groups, last partial
+        ([20, 4, 13, 11], 3, [1, 1, 1, 1]),
+        ([3, 2, 3, 3], 2, [0, 0, 0, 0]), // 1x1 output
+    ];
+    for (i, &(xd, o, pad)) in cases.iter().enumerate() {
+        let g = Geom::new(&xd, &[o, xd[1], 3, 3], pad, 1).unwrap();
+        let x = rand_vec(xd.iter().product(), 500 + i as u64);
+        let w = rand_vec(o * xd[1] * 9, 600 + i as u64);
+        let dy = rand_vec(g.n * g.o * g.p(), 700 + i as u64);
+        let ctx = format!("winograd case {i} {xd:?} o{o} pad{pad:?}");
+        assert_close(&format!("{ctx} y"), &winograd::conv2d_fwd(&g, &x, &w), &conv::conv2d_fwd(&g, &x, &w));
+        assert_close(
+            &format!("{ctx} dx"),
+            &winograd::conv2d_bwd_input(&g, &dy, &w),
+            &conv::conv2d_bwd_input(&g, &dy, &w),
+        );
+        assert_close(
+            &format!("{ctx} dw"),
+            &winograd::conv2d_bwd_weight(&g, &x, &dy),
+            &conv::conv2d_bwd_weight(&g, &x, &dy),
+        );
+    }
 }

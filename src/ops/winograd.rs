@@ -1,0 +1,485 @@
+//! Winograd F(2x2, 3x3) for stride-1 3x3 convolutions (any zero padding).
+//!
+//! Forward: `Y_tile = A^T [ (G g G^T) ⊙ (B^T d B) ] A` over 4x4 input tiles
+//! with stride 2, done as 16 GEMMs `M[ξ] (O, T) = U[ξ] (O, C) * V[ξ] (C, T)`.
+//! The backward is the exact adjoint of that computation (not a separate
+//! Winograd of the transposed convolution):
+//! * `dM[ξ] = A dY A^T` per tile,
+//! * input gradient: `dV[ξ] = U[ξ]^T dM[ξ]`, then `dd = B dV B^T` scattered
+//!   back (tiles overlap by 2),
+//! * weight gradient: `dU[ξ] = sum_t dM[ξ] V[ξ]^T`, then `dg = G^T dU G`.
+//!
+//! Images are processed in groups (so GEMMs have >= ~576 columns even for
+//! 12x12 maps), in parallel over groups; the weight gradient is reduced in
+//! a fixed order (independent of the thread count).
+
+use rayon::prelude::*;
+
+use super::conv::Geom;
+use super::gemm::{gemm, zeros, Elem, Mat, Parallelism};
+
+/// Tiles per GEMM we aim for when grouping images.
+const TARGET_TILES: usize = 576;
+/// Max number of weight-gradient partial sums.
+const MAX_PARTIALS: usize = 16;
+
+/// Whether Winograd F(2x2, 3x3) handles this convolution.
+pub fn applicable(g: &Geom) -> bool {
+    g.kh == 3 && g.kw == 3 && g.stride == 1
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Tiles {
+    /// tile rows / cols per image
+    th: usize,
+    tw: usize,
+    /// tiles per image
+    t: usize,
+    /// images per group
+    gs: usize,
+    groups: usize,
+}
+
+impl Tiles {
+    fn new(g: &Geom) -> Self {
+        let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+        let t = th * tw;
+        let gs = TARGET_TILES.div_ceil(t.max(1)).clamp(1, g.n.max(1));
+        Tiles { th, tw, t, gs, groups: g.n.div_ceil(gs) }
+    }
+    fn images(&self, g: &Geom, gi: usize) -> (usize, usize) {
+        let n0 = gi * self.gs;
+        (n0, (n0 + self.gs).min(g.n) - n0)
+    }
+}
+
+fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+fn inner_par(jobs: usize) -> Parallelism {
+    let t = threads();
+    if t > 1 && jobs < t {
+        Parallelism::Rayon(t)
+    } else {
+        Parallelism::None
+    }
+}
+
+// 1D transforms on 4 (or 3 / 2) values.
+
+// B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]], A^T = [[1,1,1,0],[0,1,-1,-1]]
+// (applied inline, row-vectorised, in the transforms below).
+
+#[inline(always)]
+fn g3<T: Elem>(w: [T; 3], half: T) -> [T; 4] {
+    // G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],[0,0,1]]
+    let s = w[0] + w[2];
+    [w[0], (s + w[1]) * half, (s - w[1]) * half, w[2]]
+}
+
+#[inline(always)]
+fn gt4<T: Elem>(u: [T; 4], half: T) -> [T; 3] {
+    // G^T
+    [u[0] + (u[1] + u[2]) * half, (u[1] - u[2]) * half, (u[1] + u[2]) * half + u[3]]
+}
+
+/// `U[ξ][o][c]` (16, O, C) from `w (O, C, 3, 3)`.
+fn filter_transform<T: Elem>(g: &Geom, w: &[T]) -> Vec<T> {
+    let (o_n, c_n) = (g.o, g.c);
+    let half = T::from_f64(0.5);
+    let mut u = zeros::<T>(16 * o_n * c_n);
+    for o in 0..o_n {
+        for c in 0..c_n {
+            let k = &w[(o * c_n + c) * 9..(o * c_n + c) * 9 + 9];
+            // rows of G g: tmp (4, 3)
+            let cols: [[T; 4]; 3] = std::array::from_fn(|j| g3([k[j], k[3 + j], k[6 + j]], half));
+            for a in 0..4 {
+                let r = g3([cols[0][a], cols[1][a], cols[2][a]], half);
+                for b in 0..4 {
+                    u[((a * 4 + b) * o_n + o) * c_n + c] = r[b];
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `dw (O, C, 3, 3)` from `dU[ξ][o][c]`.
+fn filter_transform_bwd<T: Elem>(g: &Geom, du: &[T]) -> Vec<T> {
+    let (o_n, c_n) = (g.o, g.c);
+    let half = T::from_f64(0.5);
+    let mut dw = zeros::<T>(o_n * c_n * 9);
+    for o in 0..o_n {
+        for c in 0..c_n {
+            let at = |a: usize, b: usize| du[((a * 4 + b) * o_n + o) * c_n + c];
+            // G^T dU: (3, 4), then (G^T dU) G: (3, 3)
+            let cols: [[T; 3]; 4] = std::array::from_fn(|b| gt4([at(0, b), at(1, b), at(2, b), at(3, b)], half));
+            let k = &mut dw[(o * c_n + c) * 9..(o * c_n + c) * 9 + 9];
+            for i in 0..3 {
+                let r = gt4([cols[0][i], cols[1][i], cols[2][i], cols[3][i]], half);
+                k[i * 3..i * 3 + 3].copy_from_slice(&r);
+            }
+        }
+    }
+    dw
+}
+
+/// Copies input row `ih` of `xc` (H, W) into `dst` at padded column
+/// offset `pl`, zero elsewhere (zero row if `ih` is outside).
+#[inline]
+fn load_padded_row<T: Elem>(xc: &[T], g: &Geom, ih: isize, pl: usize, dst: &mut [T]) {
+    if ih < 0 || ih >= g.h as isize {
+        dst.fill(T::ZERO);
+        return;
+    }
+    let xr = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
+    let lo = pl.min(dst.len());
+    let hi = (pl + g.w).min(dst.len());
+    dst[..lo].fill(T::ZERO);
+    dst[hi..].fill(T::ZERO);
+    if hi > lo {
+        dst[lo..hi].copy_from_slice(&xr[lo - pl..hi - pl]);
+    }
+}
+
+/// `V[ξ][c][t]` (16, C, tg) for `ng` images `x (ng, C, H, W)`.
+/// Row transform on whole padded rows, then the column transform writes
+/// each of the 16 planes contiguously along a tile row.
+fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
+    let (c_n, tw) = (g.c, tl.tw);
+    let tg = ng * tl.t;
+    let wp = 2 * tw + 2;
+    let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
+    let mut rows = vec![T::ZERO; 4 * wp];
+    let mut tmp = vec![T::ZERO; 4 * wp];
+    for img in 0..ng {
+        for c in 0..c_n {
+            let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
+            for ti in 0..tl.th {
+                let r0 = 2 * ti as isize - pt;
+                for r in 0..4 {
+                    load_padded_row(xc, g, r0 + r as isize, pl, &mut rows[r * wp..(r + 1) * wp]);
+                }
+                {
+                    let (d0, rest) = rows.split_at(wp);
+                    let (d1, rest) = rest.split_at(wp);
+                    let (d2, d3) = rest.split_at(wp);
+                    let (t0, rest) = tmp.split_at_mut(wp);
+                    let (t1, rest) = rest.split_at_mut(wp);
+                    let (t2, t3) = rest.split_at_mut(wp);
+                    for j in 0..wp {
+                        t0[j] = d0[j] - d2[j];
+                        t1[j] = d1[j] + d2[j];
+                        t2[j] = d2[j] - d1[j];
+                        t3[j] = d1[j] - d3[j];
+                    }
+                }
+                let t0 = img * tl.t + ti * tw;
+                for a in 0..4 {
+                    let ta = &tmp[a * wp..(a + 1) * wp];
+                    let base = |b: usize| ((a * 4 + b) * c_n + c) * tg + t0;
+                    for (tj, o) in v[base(0)..base(0) + tw].iter_mut().enumerate() {
+                        *o = ta[2 * tj] - ta[2 * tj + 2];
+                    }
+                    for (tj, o) in v[base(1)..base(1) + tw].iter_mut().enumerate() {
+                        *o = ta[2 * tj + 1] + ta[2 * tj + 2];
+                    }
+                    for (tj, o) in v[base(2)..base(2) + tw].iter_mut().enumerate() {
+                        *o = ta[2 * tj + 2] - ta[2 * tj + 1];
+                    }
+                    for (tj, o) in v[base(3)..base(3) + tw].iter_mut().enumerate() {
+                        *o = ta[2 * tj + 1] - ta[2 * tj + 3];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scatter-adds `B dV B^T` of every tile into `dx (ng, C, H, W)`.
+fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
+    let (c_n, tw) = (g.c, tl.tw);
+    let tg = ng * tl.t;
+    let wp = 2 * tw + 2;
+    let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
+    let mut e = vec![T::ZERO; 4 * wp];
+    for img in 0..ng {
+        for c in 0..c_n {
+            let xc = &mut dx[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
+            for ti in 0..tl.th {
+                let r0 = 2 * ti as isize - pt;
+                let t0 = img * tl.t + ti * tw;
+                // column pass (B on each tile row of dV), overlapping tiles add
+                for a in 0..4 {
+                    let ea = &mut e[a * wp..(a + 1) * wp];
+                    ea.fill(T::ZERO);
+                    let d = |b: usize| &dv[((a * 4 + b) * c_n + c) * tg + t0..((a * 4 + b) * c_n + c) * tg + t0 + tw];
+                    let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
+                    for tj in 0..tw {
+                        ea[2 * tj] += d0[tj];
+                        ea[2 * tj + 1] += d1[tj] - d2[tj] + d3[tj];
+                        ea[2 * tj + 2] += d1[tj] + d2[tj] - d0[tj];
+                        ea[2 * tj + 3] -= d3[tj];
+                    }
+                }
+                // row pass: rows of B e
+                let (e0, rest) = e.split_at(wp);
+                let (e1, rest) = rest.split_at(wp);
+                let (e2, e3) = rest.split_at(wp);
+                for r in 0..4 {
+                    let ih = r0 + r as isize;
+                    if ih < 0 || ih >= g.h as isize {
+                        continue;
+                    }
+                    let xr = &mut xc[ih as usize * g.w..(ih as usize + 1) * g.w];
+                    let lo = pl.min(wp);
+                    let hi = (pl + g.w).min(wp);
+                    let xs = &mut xr[lo - pl..hi - pl];
+                    let (e0, e1, e2, e3) = (&e0[lo..hi], &e1[lo..hi], &e2[lo..hi], &e3[lo..hi]);
+                    match r {
+                        0 => xs.iter_mut().zip(e0).for_each(|(o, &a)| *o += a),
+                        1 => {
+                            for j in 0..xs.len() {
+                                xs[j] += e1[j] - e2[j] + e3[j];
+                            }
+                        }
+                        2 => {
+                            for j in 0..xs.len() {
+                                xs[j] += e1[j] + e2[j] - e0[j];
+                            }
+                        }
+                        _ => xs.iter_mut().zip(e3).for_each(|(o, &a)| *o -= a),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y (ng, O, OH, OW)` from `M[ξ][o][t]`.
+fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize, y: &mut [T]) {
+    let (o_n, p, tw) = (g.o, g.p(), tl.tw);
+    let tg = ng * tl.t;
+    let mut s = vec![T::ZERO; 8 * tw]; // s[i][b][tj]
+    let mut yr = vec![T::ZERO; 2 * tw];
+    for img in 0..ng {
+        for o in 0..o_n {
+            let yo = &mut y[(img * o_n + o) * p..(img * o_n + o + 1) * p];
+            for ti in 0..tl.th {
+                let t0 = img * tl.t + ti * tw;
+                let mab = |a: usize, b: usize| &m[((a * 4 + b) * o_n + o) * tg + t0..((a * 4 + b) * o_n + o) * tg + t0 + tw];
+                for b in 0..4 {
+                    let (m0, m1, m2, m3) = (mab(0, b), mab(1, b), mab(2, b), mab(3, b));
+                    let (s0, s1) = s.split_at_mut(4 * tw);
+                    let s0 = &mut s0[b * tw..(b + 1) * tw];
+                    let s1 = &mut s1[b * tw..(b + 1) * tw];
+                    for tj in 0..tw {
+                        s0[tj] = m0[tj] + m1[tj] + m2[tj];
+                        s1[tj] = m1[tj] - m2[tj] - m3[tj];
+                    }
+                }
+                for i in 0..2 {
+                    let oh = 2 * ti + i;
+                    if oh >= g.oh {
+                        break;
+                    }
+                    let si = &s[i * 4 * tw..(i + 1) * 4 * tw];
+                    let (q0, q1, q2, q3) = (&si[..tw], &si[tw..2 * tw], &si[2 * tw..3 * tw], &si[3 * tw..]);
+                    for tj in 0..tw {
+                        yr[2 * tj] = q0[tj] + q1[tj] + q2[tj];
+                        yr[2 * tj + 1] = q1[tj] - q2[tj] - q3[tj];
+                    }
+                    yo[oh * g.ow..(oh + 1) * g.ow].copy_from_slice(&yr[..g.ow]);
+                }
+            }
+        }
+    }
+}
+
+/// `dM[ξ][o][t] = A dY A^T` from `dy (ng, O, OH, OW)`.
+fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
+    let (o_n, p, tw) = (g.o, g.p(), tl.tw);
+    let tg = ng * tl.t;
+    let wq = 2 * tw;
+    let mut rows = vec![T::ZERO; 2 * wq];
+    let mut r4 = vec![T::ZERO; 4 * wq];
+    for img in 0..ng {
+        for o in 0..o_n {
+            let yo = &dy[(img * o_n + o) * p..(img * o_n + o + 1) * p];
+            for ti in 0..tl.th {
+                for i in 0..2 {
+                    let row = &mut rows[i * wq..(i + 1) * wq];
+                    let oh = 2 * ti + i;
+                    if oh < g.oh {
+                        row[..g.ow].copy_from_slice(&yo[oh * g.ow..(oh + 1) * g.ow]);
+                        row[g.ow..].fill(T::ZERO);
+                    } else {
+                        row.fill(T::ZERO);
+                    }
+                }
+                {
+                    let (y0, y1) = rows.split_at(wq);
+                    let (a0, rest) = r4.split_at_mut(wq);
+                    let (a1, rest) = rest.split_at_mut(wq);
+                    let (a2, a3) = rest.split_at_mut(wq);
+                    for j in 0..wq {
+                        a0[j] = y0[j];
+                        a1[j] = y0[j] + y1[j];
+                        a2[j] = y0[j] - y1[j];
+                        a3[j] = T::ZERO - y1[j];
+                    }
+                }
+                let t0 = img * tl.t + ti * tw;
+                for a in 0..4 {
+                    let ra = &r4[a * wq..(a + 1) * wq];
+                    let base = |b: usize| ((a * 4 + b) * o_n + o) * tg + t0;
+                    for (tj, d) in dm[base(0)..base(0) + tw].iter_mut().enumerate() {
+                        *d = ra[2 * tj];
+                    }
+                    for (tj, d) in dm[base(1)..base(1) + tw].iter_mut().enumerate() {
+                        *d = ra[2 * tj] + ra[2 * tj + 1];
+                    }
+                    for (tj, d) in dm[base(2)..base(2) + tw].iter_mut().enumerate() {
+                        *d = ra[2 * tj] - ra[2 * tj + 1];
+                    }
+                    for (tj, d) in dm[base(3)..base(3) + tw].iter_mut().enumerate() {
+                        *d = T::ZERO - ra[2 * tj + 1];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward: `x (N, C, H, W)`, `w (O, C, 3, 3)` -> `y (N, O, OH, OW)`.
+pub fn conv2d_fwd<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+    let tl = Tiles::new(g);
+    let (c_n, o_n, chw, op) = (g.c, g.o, g.chw(), g.o * g.p());
+    let mut y = zeros::<T>(g.n * op);
+    if y.is_empty() {
+        return y;
+    }
+    let u = filter_transform(g, w);
+    let par = inner_par(tl.groups);
+    let run = |gi: usize, yg: &mut [T]| {
+        let (n0, ng) = tl.images(g, gi);
+        let tg = ng * tl.t;
+        T::with_scratch(16 * (c_n + o_n) * tg, |buf| {
+            let (v, m) = buf.split_at_mut(16 * c_n * tg);
+            input_transform(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
+            for xi in 0..16 {
+                gemm(
+                    o_n,
+                    tg,
+                    c_n,
+                    &mut m[xi * o_n * tg..(xi + 1) * o_n * tg],
+                    tg,
+                    false,
+                    Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
+                    Mat::row_major(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+                    par,
+                );
+            }
+            output_transform(g, &tl, m, ng, yg);
+        })
+    };
+    if matches!(par, Parallelism::None) {
+        y.par_chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg));
+    } else {
+        y.chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg));
+    }
+    y
+}
+
+/// Input gradient: `dy (N, O, OH, OW)`, `w` -> `dx (N, C, H, W)`.
+pub fn conv2d_bwd_input<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    let tl = Tiles::new(g);
+    let (c_n, o_n, chw, op) = (g.c, g.o, g.chw(), g.o * g.p());
+    let mut dx = zeros::<T>(g.n * chw);
+    if dx.is_empty() || op == 0 {
+        return dx;
+    }
+    let u = filter_transform(g, w);
+    let par = inner_par(tl.groups);
+    let run = |gi: usize, dxg: &mut [T]| {
+        let (n0, ng) = tl.images(g, gi);
+        let tg = ng * tl.t;
+        T::with_scratch(16 * (c_n + o_n) * tg, |buf| {
+            let (dv, dm) = buf.split_at_mut(16 * c_n * tg);
+            output_transform_bwd(g, &tl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
+            for xi in 0..16 {
+                gemm(
+                    c_n,
+                    tg,
+                    o_n,
+                    &mut dv[xi * c_n * tg..(xi + 1) * c_n * tg],
+                    tg,
+                    false,
+                    Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
+                    Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+                    par,
+                );
+            }
+            input_transform_bwd(g, &tl, dv, ng, dxg);
+        })
+    };
+    if matches!(par, Parallelism::None) {
+        dx.par_chunks_mut(tl.gs * chw).enumerate().for_each(|(gi, dxg)| run(gi, dxg));
+    } else {
+        dx.chunks_mut(tl.gs * chw).enumerate().for_each(|(gi, dxg)| run(gi, dxg));
+    }
+    dx
+}
+
+/// Weight gradient: `x`, `dy` -> `dw (O, C, 3, 3)`.
+pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    let tl = Tiles::new(g);
+    let (c_n, o_n, chw, op) = (g.c, g.o, g.chw(), g.o * g.p());
+    if g.n == 0 || op == 0 {
+        return zeros::<T>(o_n * c_n * 9);
+    }
+    // Fixed partition of groups into partial sums (thread-count independent).
+    let per_part = tl.groups.div_ceil(MAX_PARTIALS);
+    let parts = tl.groups.div_ceil(per_part);
+    let par = inner_par(parts);
+    let run = |part: usize| -> Vec<T> {
+        let mut du = zeros::<T>(16 * o_n * c_n);
+        let (g0, g1) = (part * per_part, ((part + 1) * per_part).min(tl.groups));
+        for gi in g0..g1 {
+            let (n0, ng) = tl.images(g, gi);
+            let tg = ng * tl.t;
+            T::with_scratch(16 * (c_n + o_n) * tg, |buf| {
+                let (v, dm) = buf.split_at_mut(16 * c_n * tg);
+                input_transform(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
+                output_transform_bwd(g, &tl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
+                for xi in 0..16 {
+                    gemm(
+                        o_n,
+                        c_n,
+                        tg,
+                        &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
+                        c_n,
+                        gi > g0,
+                        Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+                        Mat::transposed(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+                        par,
+                    );
+                }
+            });
+        }
+        du
+    };
+    let mut partials: Vec<Vec<T>> = if matches!(par, Parallelism::None) {
+        (0..parts).into_par_iter().map(run).collect()
+    } else {
+        (0..parts).map(run).collect()
+    };
+    let mut du = std::mem::take(&mut partials[0]);
+    for part in &partials[1..] {
+        for (a, &b) in du.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    filter_transform_bwd(g, &du)
+}
