@@ -2,6 +2,7 @@
 //! (tested by `cargo test`); `python.rs` holds the pyo3 bindings that maturin
 //! builds into `fer._core`.
 
+pub mod augment;
 pub mod checkpoint;
 pub mod error;
 pub mod layers;
@@ -11,6 +12,7 @@ pub mod network;
 pub mod optim;
 pub mod ops;
 pub mod pixels;
+pub mod schedule;
 pub mod spec;
 pub mod threads;
 pub mod train;

@@ -41,6 +41,10 @@ impl Network {
         &self.spec
     }
 
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
     /// `x`: (N, C, H, W) float32 as in the spec's `input_shape`. Returns
     /// logits (N, 7). In training mode dropout draws its masks from `rng`
     /// and BatchNorm updates its running statistics.

@@ -13,7 +13,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyString};
 
 use crate::error::Error;
+use crate::augment::{AugmentConfig, Tta};
 use crate::model_file;
+use crate::schedule::Schedule;
 use crate::network::Network;
 use crate::optim::OptimizerConfig;
 use crate::spec::{self, ModelSpec};
@@ -207,9 +209,17 @@ fn owned_labels(y: &PyReadonlyArray1<'_, u8>, n: usize) -> PyResult<Vec<u8>> {
 
 enum State {
     Idle(Network),
-    Fitting(Trainer),
+    Fitting(Fit),
     /// Only while moving between the two.
     Empty,
+}
+
+/// A training run: the trainer and its learning-rate schedule.
+struct Fit {
+    trainer: Trainer,
+    schedule: Schedule,
+    base_lr: f64,
+    step: u64,
 }
 
 /// The native half of `fer.Model`: a network, and its trainer while fitting.
@@ -222,14 +232,14 @@ impl NativeModel {
     fn network(&self) -> PyResult<&Network> {
         match &self.state {
             State::Idle(n) => Ok(n),
-            State::Fitting(t) => Ok(&t.network),
+            State::Fitting(f) => Ok(&f.trainer.network),
             State::Empty => Err(FerInternalError::new_err("model in an inconsistent state")),
         }
     }
 
-    fn trainer(&mut self) -> PyResult<&mut Trainer> {
+    fn fit(&mut self) -> PyResult<&mut Fit> {
         match &mut self.state {
-            State::Fitting(t) => Ok(t),
+            State::Fitting(f) => Ok(f),
             _ => Err(FerValueError::new_err("not fitting: call begin_fit first")),
         }
     }
@@ -282,21 +292,40 @@ impl NativeModel {
             .collect())
     }
 
+    /// Class probabilities; with `tta` ("flip" or "crops") averaged over views.
+    #[pyo3(signature = (x, batch_size, tta=None))]
     fn predict_proba<'py>(
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
         batch_size: usize,
+        tta: Option<&str>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (images, n) = owned_images(&x)?;
+        let tta = Tta::parse(tta.unwrap_or("none")).map_err(to_pyerr)?;
         let network = self.network()?;
+        let batch_size = batch_size.max(1);
         let proba = detach(py, |interrupt| {
             let mut out = Vec::with_capacity(n * NUM_CLASSES);
-            for start in (0..n).step_by(PREDICT_CHUNK.max(batch_size)) {
+            let step = PREDICT_CHUNK.max(batch_size);
+            for start in (0..n).step_by(step) {
                 interrupt.check()?;
-                let end = (start + PREDICT_CHUNK.max(batch_size)).min(n);
+                let end = (start + step).min(n);
                 let chunk = &images[start * IMAGE_PIXELS..end * IMAGE_PIXELS];
-                out.extend(threads::install(|| network.predict_proba(chunk, end - start, batch_size.max(1)))??);
+                let m = end - start;
+                let p = threads::install(|| match tta {
+                    None => network.predict_proba(chunk, m, batch_size),
+                    Some(tta) => {
+                        let views = tta.views();
+                        let all = network.predict_proba(&tta.expand(chunk), m * views, batch_size)?;
+                        let mut mean = vec![0f32; m * NUM_CLASSES];
+                        for view in all.chunks(m * NUM_CLASSES) {
+                            mean.iter_mut().zip(view).for_each(|(acc, v)| *acc += v / views as f32);
+                        }
+                        Ok(mean)
+                    }
+                })??;
+                out.extend(p);
             }
             Ok(out)
         })?;
@@ -304,7 +333,7 @@ impl NativeModel {
         Ok(PyArray2::from_owned_array(py, arr))
     }
 
-    #[pyo3(signature = (x, y, *, batch_size, optimizer, learning_rate, weight_decay, momentum, nesterov, label_smoothing, class_weights, seed))]
+    #[pyo3(signature = (x, y, *, batch_size, optimizer, learning_rate, weight_decay, momentum, nesterov, label_smoothing, class_weights, seed, augment=None, lr_schedule="constant", epochs=1, warmup_epochs=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn begin_fit(
         &mut self,
@@ -320,9 +349,25 @@ impl NativeModel {
         label_smoothing: f32,
         class_weights: Option<Vec<f32>>,
         seed: u64,
+        augment: Option<&str>,
+        lr_schedule: &str,
+        epochs: u64,
+        warmup_epochs: f64,
     ) -> PyResult<()> {
         let (images, n) = owned_images(&x)?;
         let labels = owned_labels(&y, n)?;
+        let augment = match augment {
+            None => None,
+            Some(json) => {
+                let config: AugmentConfig = serde_json::from_str(json)
+                    .map_err(|e| FerValueError::new_err(format!("invalid augmentation settings: {e}")))?;
+                config.validate().map_err(to_pyerr)?;
+                Some(config)
+            }
+        };
+        let steps_per_epoch = n.div_ceil(batch_size.max(1)) as u64;
+        let warmup_steps = (warmup_epochs.max(0.0) * steps_per_epoch as f64).round() as u64;
+        let schedule = Schedule::parse(lr_schedule, epochs.max(1) * steps_per_epoch, warmup_steps).map_err(to_pyerr)?;
         let optimizer = match optimizer {
             "adam" => OptimizerConfig::Adam { lr: learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-7 },
             "adamw" => OptimizerConfig::AdamW { lr: learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay },
@@ -332,7 +377,7 @@ impl NativeModel {
         let config = TrainConfig { batch_size, optimizer, label_smoothing, class_weights, seed };
         let network = match std::mem::replace(&mut self.state, State::Empty) {
             State::Idle(n) => n,
-            State::Fitting(t) => t.network,
+            State::Fitting(f) => f.trainer.network,
             State::Empty => return Err(FerInternalError::new_err("model in an inconsistent state")),
         };
         // Trainer::new takes the network; if it rejects the config, rebuild
@@ -340,8 +385,14 @@ impl NativeModel {
         let spec = network.spec().clone();
         let snapshot = network.to_safetensors().map_err(to_pyerr)?;
         match detach(py, move |_| Trainer::new(network, config, images, labels)) {
-            Ok(trainer) => {
-                self.state = State::Fitting(trainer);
+            Ok(mut trainer) => {
+                if let Some(config) = augment {
+                    trainer.set_augmentation(Some(Box::new(move |batch, _labels, rng| {
+                        config.apply(batch, rng);
+                        Ok(())
+                    })));
+                }
+                self.state = State::Fitting(Fit { trainer, schedule, base_lr: learning_rate, step: 0 });
                 Ok(())
             }
             Err(e) => {
@@ -353,19 +404,32 @@ impl NativeModel {
 
     /// Shuffles for a new epoch; returns its number of batches.
     fn start_epoch(&mut self) -> PyResult<usize> {
-        Ok(self.trainer()?.start_epoch())
+        Ok(self.fit()?.trainer.start_epoch())
     }
 
     /// Trains on the epoch's next batch: `(loss_sum, correct, count)`.
     fn train_batch(&mut self, py: Python<'_>) -> PyResult<(f64, usize, usize)> {
-        let trainer = self.trainer()?;
+        let fit = self.fit()?;
+        let lr = fit.schedule.at(fit.base_lr, fit.step);
+        fit.trainer.set_learning_rate(lr).map_err(to_pyerr)?;
+        let trainer = &mut fit.trainer;
         let stats = detach(py, |_| threads::install(|| trainer.train_batch())?)?;
+        fit.step += 1;
         Ok((stats.loss_sum, stats.correct, stats.count))
     }
 
+    /// The learning rate of the last step (the schedule applied to the base rate).
+    #[getter]
+    fn current_learning_rate(&mut self) -> PyResult<f64> {
+        Ok(self.fit()?.trainer.learning_rate())
+    }
+
+    /// Sets the base learning rate the schedule scales.
     fn set_learning_rate(&mut self, lr: f64) -> PyResult<()> {
-        if let State::Fitting(t) = &mut self.state {
-            t.set_learning_rate(lr).map_err(to_pyerr)?;
+        if let State::Fitting(f) = &mut self.state {
+            f.base_lr = lr;
+            let now = f.schedule.at(lr, f.step);
+            f.trainer.set_learning_rate(now).map_err(to_pyerr)?;
         }
         Ok(())
     }
@@ -380,14 +444,14 @@ impl NativeModel {
     ) -> PyResult<(f64, f64)> {
         let (images, n) = owned_images(&x)?;
         let labels = owned_labels(&y, n)?;
-        let trainer = self.trainer()?;
+        let trainer = &self.fit()?.trainer;
         detach(py, |_| threads::install(|| trainer.evaluate(&images, &labels, batch_size.max(1)))?)
     }
 
     fn end_fit(&mut self) -> PyResult<()> {
         if let State::Fitting(_) = self.state {
-            if let State::Fitting(t) = std::mem::replace(&mut self.state, State::Empty) {
-                self.state = State::Idle(t.network);
+            if let State::Fitting(f) = std::mem::replace(&mut self.state, State::Empty) {
+                self.state = State::Idle(f.trainer.network);
             }
         }
         Ok(())

@@ -385,3 +385,75 @@ mod tests {
         send_sync::<Network>();
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::spec::preset;
+    use rand::Rng;
+
+    /// `cargo test --release -- --ignored --nocapture step_timing`
+    #[test]
+    #[ignore]
+    fn step_timing() {
+        for (name, opts) in [
+            ("seed3x3", serde_json::json!({})),
+            ("fer_vgg", serde_json::json!({})),
+            ("seed3x3", serde_json::json!({"pooling": "same"})),
+        ] {
+            let spec = preset(name, opts.as_object().unwrap()).unwrap();
+            let n = 128;
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let x: Vec<f32> = (0..n * 2304).map(|_| rng.random()).collect();
+            let y: Vec<u8> = (0..n).map(|_| rng.random_range(0..7)).collect();
+            let mut t = Trainer::new(Network::new(spec, 0).unwrap(), TrainConfig::default(), x.clone(), y.clone()).unwrap();
+            t.start_epoch();
+            t.train_batch().unwrap();
+            let start = std::time::Instant::now();
+            t.train_batch().unwrap();
+            let step = start.elapsed();
+            let start = std::time::Instant::now();
+            t.network.predict_logits(&x, n, 64).unwrap();
+            println!("{name} {opts}: train step (64) {step:?}, predict 128 {:?}", start.elapsed());
+        }
+    }
+}
+
+#[cfg(test)]
+mod profile {
+    use super::*;
+    use crate::spec::preset;
+    use rand::Rng;
+    use std::time::Instant;
+
+    /// `cargo test --release -- --ignored --nocapture phase_profile`
+    #[test]
+    #[ignore]
+    fn phase_profile() {
+        let name = std::env::var("FER_PROFILE_PRESET").unwrap_or_else(|_| "fer_vgg".into());
+        let spec = preset(&name, &Default::default()).unwrap();
+        let net = Network::new(spec, 0).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let x: Vec<f32> = (0..64 * 2304).map(|_| rng.random()).collect();
+        let y: Vec<u8> = (0..64).map(|_| rng.random_range(0..7)).collect();
+        let xt = net.images_tensor(&x, 64).unwrap();
+        let mut opt = Optimizer::new(OptimizerConfig::default(), net.trainable_vars()).unwrap();
+        for _ in 0..2 {
+            let t0 = Instant::now();
+            let logits = net.forward_t(&xt, true, &mut rng).unwrap();
+            let t1 = Instant::now();
+            let loss = CrossEntropy::default().loss(&logits, &y).unwrap();
+            let grads = loss.backward().unwrap();
+            let t2 = Instant::now();
+            opt.step(&grads).unwrap();
+            let t3 = Instant::now();
+            println!("{name}: forward {:?} backward {:?} step {:?}", t1 - t0, t2 - t1, t3 - t2);
+        }
+        let mut xs = xt.clone();
+        for (i, layer) in net.layers().iter().enumerate() {
+            let t0 = Instant::now();
+            xs = layer.forward_t(&xs, true, &mut rng).unwrap();
+            println!("  layer {i} {:?} -> {:?}", t0.elapsed(), xs.dims());
+        }
+    }
+}

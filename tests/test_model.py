@@ -296,3 +296,38 @@ def test_models_go_to_spawned_workers(trained, sample):
 
 def _call_predict_proba(model, x):
     return model.predict_proba(x)
+
+
+def test_augmentation_schedules_and_tta(sample):
+    train = sample[sample.Usage == "Training"].head(200)
+    plain = fer.Model(TINY, seed=1).fit(train, epochs=1, progress=False, validation=0)
+    aug = fer.Model(TINY, seed=1).fit(train, epochs=1, progress=False, validation=0, augment=True)
+    again = fer.Model(TINY, seed=1).fit(train, epochs=1, progress=False, validation=0, augment=True)
+    assert aug.get_weights() != plain.get_weights()
+    assert aug.get_weights() == again.get_weights()  # seeded
+    custom = fer.Model(TINY, seed=1).fit(
+        train, epochs=1, progress=False, validation=0, augment={"rotation": 0, "erasing": 0.5}
+    )
+    assert custom.get_weights() != aug.get_weights()
+    with pytest.raises(FerValueError, match="rotation"):
+        fer.Model(TINY).fit(train, epochs=1, progress=False, augment={"rotation": -5})
+    with pytest.raises(FerValueError, match="unknown field|invalid augmentation"):
+        fer.Model(TINY).fit(train, epochs=1, progress=False, augment={"hue": 0.1})
+
+    cos = fer.Model(TINY).fit(train, epochs=3, progress=False, validation=0, lr_schedule="cosine", learning_rate=0.01)
+    lrs = cos.history.learning_rate.tolist()
+    assert lrs[0] > lrs[1] > lrs[2] >= 0 and lrs[0] <= 0.01
+    with pytest.raises(FerValueError, match="lr_schedule"):
+        fer.Model(TINY).fit(train, epochs=1, progress=False, lr_schedule="step")
+
+    x = fer.parse_pixels(sample.pixels.head(6))
+    base = plain.predict_proba(x)
+    flip = plain.predict_proba(x, tta="flip")
+    mirrored = plain.predict_proba(x[:, :, ::-1].copy())
+    np.testing.assert_allclose(flip, (base + mirrored) / 2, rtol=1e-4, atol=1e-6)
+    crops = plain.predict_proba(x, tta="crops")
+    np.testing.assert_allclose(crops.sum(axis=1), 1, rtol=1e-5)
+    report = plain.evaluate(sample, tta="flip")
+    assert 0 <= report.accuracy <= 1
+    with pytest.raises(FerValueError, match="tta"):
+        plain.predict(x, tta="rotate")

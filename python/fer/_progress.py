@@ -19,7 +19,13 @@ def bar(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return _Silent()
     try:
+        # Notebook bars need ipywidgets; without it tqdm.auto warns and
+        # falls back to text, so go straight to the text bar.
+        import ipywidgets  # noqa: F401
         from tqdm.auto import tqdm
-    except ImportError:  # tqdm is a dependency, but stay usable without it
-        return _Silent()
+    except ImportError:
+        try:
+            from tqdm import tqdm
+        except ImportError:  # tqdm is a dependency, but stay usable without it
+            return _Silent()
     return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)

@@ -136,7 +136,8 @@ class Model:
     # ------------------------------------------------------------- training
     @property
     def learning_rate(self) -> float:
-        """The optimizer's current learning rate (settable from callbacks)."""
+        """The base learning rate (settable from callbacks, e.g. ReduceLROnPlateau);
+        a schedule scales it per batch, and the history records the rate used."""
         return self._learning_rate
 
     @learning_rate.setter
@@ -173,6 +174,9 @@ class Model:
         momentum: float = 0.9,
         nesterov: bool = True,
         time_limit: float | None = None,
+        augment: bool | dict[str, Any] | None = None,
+        lr_schedule: str = "constant",
+        warmup_epochs: float = 0.0,
     ) -> "Model":
         """Train (or continue training) on FER data; returns ``self``.
 
@@ -207,6 +211,16 @@ class Model:
             ``"balanced"``, a dict ``{label: weight}`` or 7 weights.
         time_limit:
             Stop after the epoch in which this many seconds have passed.
+        augment:
+            Random, seeded data augmentation of each training batch (in Rust):
+            ``True`` for the defaults, or a dict overriding any of ``flip``
+            (True), ``shift`` (4 px), ``rotation`` (10 degrees), ``scale``
+            (0.1), ``brightness`` (0.1), ``contrast`` (0.2), ``erasing``
+            (probability 0.25 of random erasing). ``None``/``False``: off.
+        lr_schedule:
+            ``"constant"``, ``"cosine"`` (linear warm-up over
+            ``warmup_epochs``, then cosine decay to 0 at the last epoch) or
+            ``"one_cycle"``; evaluated every batch.
 
         Ctrl-C stops training within a batch and raises KeyboardInterrupt; the
         model keeps the weights of the last completed epoch.
@@ -224,6 +238,7 @@ class Model:
         if time_limit is not None:
             _positive("time_limit", time_limit)
 
+        augment_json = _augment_json(augment)
         x, labels, xv, yv = self._training_data(data, y, validation, validation_data, seed)
         weights = _class_weights(class_weight, labels)
         self._native.begin_fit(
@@ -238,6 +253,10 @@ class Model:
             label_smoothing=float(label_smoothing),
             class_weights=weights,
             seed=int(seed),
+            augment=augment_json,
+            lr_schedule=lr_schedule,
+            epochs=int(epochs),
+            warmup_epochs=float(warmup_epochs),
         )
         self._learning_rate = float(learning_rate)
         callbacks = list(callbacks or [])
@@ -312,7 +331,7 @@ class Model:
                 "accuracy": correct / max(seen, 1),
                 "val_loss": math.nan,
                 "val_accuracy": math.nan,
-                "learning_rate": self._learning_rate,
+                "learning_rate": self._native.current_learning_rate,
             }
             if xv is not None and yv is not None and len(yv):
                 logs["val_loss"], logs["val_accuracy"] = self._native.evaluate(xv, yv, 256)
@@ -324,34 +343,42 @@ class Model:
         return logs
 
     # ----------------------------------------------------------- inference
-    def predict_proba(self, x: Any, *, batch_size: int = 256) -> npt.NDArray[np.float32] | pd.DataFrame:
+    def predict_proba(
+        self, x: Any, *, batch_size: int = 256, tta: str | None = None
+    ) -> npt.NDArray[np.float32] | pd.DataFrame:
         """Class probabilities, shape (N, 7). For pandas input, a DataFrame
-        with the emotion names as columns and the input's index."""
+        with the emotion names as columns and the input's index.
+
+        ``tta`` (test-time augmentation) averages the probabilities over
+        views of each image: ``"flip"`` (the image and its mirror, 2x the
+        work) or ``"crops"`` (plus 2-pixel shifts, 10x); off by default."""
         _positive("batch_size", batch_size, int)
         images, index = as_images(x)
-        proba = self._native.predict_proba(images, int(batch_size))
+        proba = self._native.predict_proba(images, int(batch_size), tta)
         if index is not None:
             return pd.DataFrame(proba, index=index, columns=list(EMOTIONS))
         return proba
 
-    def predict(self, x: Any, *, batch_size: int = 256) -> npt.NDArray[np.int64]:
-        """Predicted labels 0-6 (``fer.EMOTIONS[label]`` names them)."""
-        proba = self.predict_proba(x, batch_size=batch_size)
+    def predict(self, x: Any, *, batch_size: int = 256, tta: str | None = None) -> npt.NDArray[np.int64]:
+        """Predicted labels 0-6 (``fer.EMOTIONS[label]`` names them); ``tta``
+        as in :meth:`predict_proba`."""
+        proba = self.predict_proba(x, batch_size=batch_size, tta=tta)
         values = proba.to_numpy() if isinstance(proba, pd.DataFrame) else proba
         return values.argmax(axis=1).astype(np.int64)
 
-    def evaluate(self, data: Any, y: Any = None, *, batch_size: int = 256) -> EvaluationReport:
+    def evaluate(self, data: Any, y: Any = None, *, batch_size: int = 256, tta: str | None = None) -> EvaluationReport:
         """Accuracy, loss, per-class precision/recall/F1/support and the
         confusion matrix on labelled data. A FER DataFrame with a ``Usage``
         column is evaluated on its test rows (PublicTest/PrivateTest) when it
-        has any; pass ``df[df.Usage == "Training"]`` to score training rows."""
+        has any; pass ``df[df.Usage == "Training"]`` to score training rows.
+        ``tta`` as in :meth:`predict_proba`."""
         _positive("batch_size", batch_size, int)
         if y is None and isinstance(data, pd.DataFrame) and "Usage" in data.columns:
             test = split(data, validation=0.0).test
             if len(test):
                 data = test
         x, labels = as_xy(data, y)
-        proba = self._native.predict_proba(x, int(batch_size))
+        proba = self._native.predict_proba(x, int(batch_size), tta)
         picked = proba[np.arange(len(labels)), labels].astype(np.float64)
         loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
         return report(labels, proba.argmax(axis=1), loss)
@@ -424,6 +451,16 @@ def load(path: str | os.PathLike[str]) -> Model:
     with open(path, "rb") as f:
         data = f.read()
     return Model.from_bytes(data)
+
+
+def _augment_json(augment: bool | dict[str, Any] | None) -> str | None:
+    if augment is None or augment is False:
+        return None
+    if augment is True:
+        return "{}"
+    if isinstance(augment, dict):
+        return json.dumps(augment)
+    raise TypeError(f"augment must be True, False, None or a dict of settings, got {augment!r}")
 
 
 def _class_weights(class_weight: Any, labels: np.ndarray) -> list[float] | None:

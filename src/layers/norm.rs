@@ -1,4 +1,7 @@
-use candle_core::{Result, Tensor, Var};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, Var};
+use rayon::prelude::*;
 
 use super::{filled, value, Param};
 
@@ -29,25 +32,30 @@ impl BatchNorm2d {
     /// Training mode normalises with the batch statistics and updates the
     /// running ones as a side effect; inference uses the running ones.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let per_channel = |v: &Var| -> Result<Tensor> { value(v, train).reshape((1, (), 1, 1)) };
-        let (gamma, beta) = (per_channel(&self.gamma)?, per_channel(&self.beta)?);
         if !train {
+            let per_channel = |v: &Var| -> Result<Tensor> { value(v, false).reshape((1, (), 1, 1)) };
+            let (gamma, beta) = (per_channel(&self.gamma)?, per_channel(&self.beta)?);
             let scale = gamma.broadcast_div(&(per_channel(&self.running_var)? + self.eps)?.sqrt()?)?;
             let shift = (beta - per_channel(&self.running_mean)?.broadcast_mul(&scale)?)?;
             return xs.broadcast_mul(&scale)?.broadcast_add(&shift);
         }
-        let mean = xs.mean_keepdim((0, 2, 3))?;
-        let centered = xs.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
+        let stats = Arc::new(Mutex::new(None));
+        let op = BatchNormTrain { eps: self.eps, stats: stats.clone() };
+        let ys = xs.contiguous()?.apply_op3(&value(&self.gamma, true), &value(&self.beta, true), op)?;
+        let stats = stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?;
+        let stats = stats
+            .as_ref().ok_or_else(|| candle_core::Error::Msg("batch-norm forward produced no statistics".into()))?;
+        let c = stats.mean.len();
+        let mean = Tensor::from_vec(stats.mean.iter().map(|v| *v as f32).collect::<Vec<_>>(), c, xs.device())?;
+        let var = Tensor::from_vec(stats.var.iter().map(|v| *v as f32).collect::<Vec<_>>(), c, xs.device())?;
         self.update_running(&mean, &var)?;
-        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed.broadcast_mul(&gamma)?.broadcast_add(&beta)
+        Ok(ys)
     }
 
     fn update_running(&self, mean: &Tensor, var: &Tensor) -> Result<()> {
         let m = self.momentum;
         for (running, batch) in [(&self.running_mean, mean), (&self.running_var, var)] {
-            let batch = batch.detach().flatten_all()?;
+            let batch = batch.detach();
             let next = (running.as_tensor().detach().affine(m, 0.0)? + batch.affine(1.0 - m, 0.0)?)?;
             running.set(&next)?;
         }
@@ -64,6 +72,149 @@ impl BatchNorm2d {
     }
 }
 
+/// Per-channel batch statistics of one training forward pass, kept for the
+/// backward pass and the running-average update.
+struct Stats {
+    mean: Vec<f64>,
+    /// Biased variance.
+    var: Vec<f64>,
+    inv_std: Vec<f64>,
+}
+
+/// Training-mode batch norm fused into one pass per direction; composing it
+/// from broadcast tensor ops cost more than the convolutions around it.
+struct BatchNormTrain {
+    eps: f64,
+    stats: Arc<Mutex<Option<Stats>>>,
+}
+
+fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("batch norm: expected a contiguous tensor"),
+    }
+}
+
+/// Runs `f` on the contiguous f32 data of `t`.
+fn with_slice<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => f(cpu_slice(s, layout)?),
+        _ => bail!("batch norm runs on the CPU only"),
+    }
+}
+
+/// (N, C, plane) of an NCHW shape.
+fn nc_plane(shape: &[usize]) -> Result<(usize, usize, usize)> {
+    match *shape {
+        [n, c, h, w] => Ok((n, c, h * w)),
+        _ => bail!("batch norm expects (N, C, H, W), got {shape:?}"),
+    }
+}
+
+/// Sums `f(x_i, g_i)` over one channel, in a fixed order (so results do not
+/// depend on the thread count).
+fn channel_sum(n: usize, c: usize, plane: usize, ch: usize, f: impl Fn(usize) -> f64) -> f64 {
+    (0..n).map(|b| (0..plane).map(|i| f((b * c + ch) * plane + i)).sum::<f64>()).sum()
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "fer-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, gamma, beta) = (cpu_slice(s1, l1)?, cpu_slice(s2, l2)?, cpu_slice(s3, l3)?);
+        let (n, c, plane) = nc_plane(l1.dims())?;
+        if gamma.len() != c || beta.len() != c {
+            bail!("batch norm: {c} channels but {} gammas and {} betas", gamma.len(), beta.len());
+        }
+        let m = (n * plane) as f64;
+        let (mean, var): (Vec<f64>, Vec<f64>) = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let mean = channel_sum(n, c, plane, ch, |i| x[i] as f64) / m;
+                let var = channel_sum(n, c, plane, ch, |i| (x[i] as f64 - mean).powi(2)) / m;
+                (mean, var)
+            })
+            .unzip();
+        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let mut y = vec![0f32; x.len()];
+        if plane > 0 {
+            y.par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(k, (yk, xk))| {
+                let ch = k % c;
+                let scale = (gamma[ch] as f64 * inv_std[ch]) as f32;
+                let shift = (beta[ch] as f64 - mean[ch] * gamma[ch] as f64 * inv_std[ch]) as f32;
+                yk.iter_mut().zip(xk).for_each(|(y, x)| *y = x * scale + shift);
+            });
+        }
+        if let Ok(mut stats) = self.stats.lock() {
+            *stats = Some(Stats { mean, var, inv_std });
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    /// With x̂ the normalised input and M = N*H*W per channel:
+    /// dβ = Σg, dγ = Σg·x̂, dx = γ/σ · (g − dβ/M − x̂·dγ/M).
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let guard = self.stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?;
+        let Some(stats) = guard.as_ref() else { bail!("batch norm: backward before forward") };
+        let (n, c, plane) = nc_plane(x.dims())?;
+        let gamma: Vec<f32> = gamma.to_vec1()?;
+        let m = (n * plane) as f64;
+        let (dx, dgamma, dbeta) = with_slice(x, |x| {
+            with_slice(grad, |g| {
+                let xhat = |i: usize, ch: usize| (x[i] as f64 - stats.mean[ch]) * stats.inv_std[ch];
+                let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = (0..c)
+                    .into_par_iter()
+                    .map(|ch| {
+                        let sg = channel_sum(n, c, plane, ch, |i| g[i] as f64);
+                        let sgx = channel_sum(n, c, plane, ch, |i| g[i] as f64 * xhat(i, ch));
+                        (sg, sgx)
+                    })
+                    .unzip();
+                let mut dx = vec![0f32; x.len()];
+                if plane > 0 {
+                    dx.par_chunks_mut(plane).enumerate().for_each(|(k, dk)| {
+                        let ch = k % c;
+                        let scale = gamma[ch] as f64 * stats.inv_std[ch];
+                        let (mb, mg) = (dbeta[ch] / m, dgamma[ch] / m);
+                        for (j, d) in dk.iter_mut().enumerate() {
+                            let i = k * plane + j;
+                            *d = (scale * (g[i] as f64 - mb - xhat(i, ch) * mg)) as f32;
+                        }
+                    });
+                }
+                Ok((dx, dgamma, dbeta))
+            })
+        })?;
+        let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(to_f32(dgamma), c, dev)?),
+            Some(Tensor::from_vec(to_f32(dbeta), c, dev)?),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,9 +226,11 @@ mod tests {
         let bn = batch_norm2d(3, 0.99, 1e-3).unwrap();
         bn.gamma.set(&Tensor::new(&[1.5f32, -0.5, 2.0], &Device::Cpu).unwrap()).unwrap();
         bn.beta.set(&Tensor::new(&[0.1f32, 0.2, -0.3], &Device::Cpu).unwrap()).unwrap();
-        let x = input(&[3, 3, 2, 2], 5);
-        let vars = [x, bn.gamma.clone(), bn.beta.clone()];
-        check(&vars, |v| bn.forward_t(v[0].as_tensor(), true), "batch_norm2d");
+        for (shape, seed) in [([3, 3, 2, 2], 5), ([4, 3, 3, 5], 6), ([1, 3, 1, 4], 7)] {
+            let x = input(&shape, seed);
+            let vars = [x, bn.gamma.clone(), bn.beta.clone()];
+            check(&vars, |v| bn.forward_t(v[0].as_tensor(), true), "batch_norm2d");
+        }
     }
 
     #[test]
