@@ -1,7 +1,7 @@
 use candle_core::{Result, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
-use super::{activate, filled, glorot_uniform, value, Param};
+use super::{filled, glorot_uniform, value, Param};
 use crate::ops;
 use crate::spec::Activation;
 
@@ -35,12 +35,10 @@ pub fn conv2d(
 
 impl Conv2d {
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let ys = ops::conv2d(xs, &value(&self.weight, train), self.padding, self.stride)?;
-        let ys = match &self.bias {
-            Some(b) => ys.broadcast_add(&value(b, train).reshape((1, (), 1, 1))?)?,
-            None => ys,
-        };
-        activate(ys, self.activation)
+        // Softmax never reaches a conv layer (see `Layer::new`): only ReLU acts here.
+        let relu = self.activation == Activation::Relu;
+        let bias = self.bias.as_ref().map(|b| value(b, train));
+        ops::conv2d_bias_act(xs, &value(&self.weight, train), bias.as_ref(), self.padding, self.stride, relu)
     }
 
     pub fn params(&self) -> Vec<Param<'_>> {

@@ -283,20 +283,22 @@ pub enum Algo {
 }
 
 /// The algorithm the custom ops use for `g`: Winograd F(2x2, 3x3) for
-/// stride-1 3x3 kernels with >= 8 input channels (with fewer the transforms
-/// cost more than the GEMMs save), im2col + GEMM otherwise. `FER_CONV=im2col` forces
+/// stride-1 3x3 kernels with >= 8 input channels on outputs of at least
+/// 16x16, im2col + GEMM otherwise. With fewer channels or smaller planes the
+/// transforms cost more than the GEMMs save (measured with
+/// `bench_ops --raw`: at 12x12, 64->124 and 124->124, im2col is 20% faster). `FER_CONV=im2col` forces
 /// im2col (for A/B checks).
 pub fn choose_algo(g: &Geom) -> Algo {
     static FORCE_IM2COL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let force = *FORCE_IM2COL.get_or_init(|| std::env::var("FER_CONV").is_ok_and(|v| v == "im2col"));
-    if !force && super::winograd::applicable(g) && g.c >= 8 {
+    if !force && super::winograd::applicable(g) && g.c >= 8 && g.p() >= 256 {
         Algo::Winograd
     } else {
         Algo::Im2col
     }
 }
 
-fn fwd_any<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+pub(crate) fn fwd_any<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     match choose_algo(g) {
         Algo::Winograd => super::winograd::conv2d_fwd(g, x, w),
         Algo::Im2col => conv2d_fwd(g, x, w),
@@ -366,10 +368,10 @@ impl CustomOp2 for Conv2dOp {
 }
 
 /// `(dy, w) -> dx`.
-struct Conv2dBwdInputOp {
-    pad: [usize; 4],
-    stride: usize,
-    x_dims: (usize, usize, usize, usize),
+pub(crate) struct Conv2dBwdInputOp {
+    pub pad: [usize; 4],
+    pub stride: usize,
+    pub x_dims: (usize, usize, usize, usize),
 }
 
 impl CustomOp2 for Conv2dBwdInputOp {
@@ -397,10 +399,10 @@ impl CustomOp2 for Conv2dBwdInputOp {
 }
 
 /// `(x, dy) -> dw`.
-struct Conv2dBwdWeightOp {
-    pad: [usize; 4],
-    stride: usize,
-    w_dims: (usize, usize, usize, usize),
+pub(crate) struct Conv2dBwdWeightOp {
+    pub pad: [usize; 4],
+    pub stride: usize,
+    pub w_dims: (usize, usize, usize, usize),
 }
 
 impl CustomOp2 for Conv2dBwdWeightOp {

@@ -8,6 +8,7 @@ use candle_core::{DType, Result, Tensor};
 
 pub mod alloc;
 pub mod conv;
+pub mod conv_bias_act;
 pub mod gemm;
 pub mod pool;
 pub mod winograd;
@@ -58,6 +59,12 @@ fn pad_with(x: &Tensor, padding: [usize; 4], value: f32) -> Result<Tensor> {
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: [usize; 4], stride: usize) -> Result<Tensor> {
     alloc::tune_allocator();
     conv::conv2d(x, w, padding, stride)
+}
+
+/// `act(conv(x, w) + b)` as one fast op (`conv_bias_act::ConvBiasAct`).
+pub fn conv2d_bias_act(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: [usize; 4], stride: usize, relu: bool) -> Result<Tensor> {
+    alloc::tune_allocator();
+    conv_bias_act::conv2d_bias_act(x, w, b, padding, stride, relu)
 }
 
 /// The path the layers use: the fast custom op (`pool::MaxPool2dOp`), which

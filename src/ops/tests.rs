@@ -108,8 +108,8 @@ const CONV_CASES: &[([usize; 4], [usize; 4], [usize; 4], usize)] = &[
     ([9, 3, 5, 5], [2, 3, 3, 3], [2, 0, 1, 0], 1),  // batch > chunk, asymmetric
     ([2, 2, 7, 6], [3, 2, 2, 3], [0, 1, 1, 1], 3),  // non-square kernel, stride 3
     ([1, 3, 4, 4], [2, 3, 3, 3], [3, 3, 3, 3], 1),  // padding >= kernel
-    ([3, 9, 7, 6], [5, 9, 3, 3], [1, 1, 1, 1], 1),  // Winograd path (C >= 8)
-    ([17, 8, 6, 6], [4, 8, 3, 3], [0, 2, 2, 0], 1), // Winograd, partial group
+    ([3, 9, 17, 16], [5, 9, 3, 3], [1, 1, 1, 1], 1), // Winograd path (C >= 8, >= 16x16 out)
+    ([17, 8, 16, 17], [4, 8, 3, 3], [0, 2, 2, 0], 1), // Winograd, partial group
 ];
 
 #[test]
@@ -164,7 +164,7 @@ fn conv_non_contiguous_input() {
 #[test]
 fn conv_deterministic() {
     // C = 8: Winograd path; C = 3: im2col path.
-    for (xd, wd) in [([64, 8, 12, 12], [16, 8, 3, 3]), ([64, 3, 10, 10], [6, 3, 3, 3])] {
+    for (xd, wd) in [([64, 8, 16, 16], [16, 8, 3, 3]), ([64, 3, 10, 10], [6, 3, 3, 3])] {
         let x = rand_t(&xd, 21);
         let w = rand_t(&wd, 22);
         let a = conv_grads(|x, w| conv2d(x, w, [1, 1, 1, 1], 1), &x, &w, 23);
@@ -313,4 +313,66 @@ fn winograd_matches_im2col() {
             &conv::conv2d_bwd_weight(&g, &x, &dy),
         );
     }
+}
+
+/// Fused conv + bias + ReLU against stock candle's conv, broadcast add and relu.
+#[test]
+fn fused_conv_bias_relu_matches_reference() {
+    use super::conv2d_bias_act;
+    for (i, &(xd, wd, pad, s)) in CONV_CASES.iter().enumerate() {
+        let seed = 500 + 10 * i as u64;
+        let (x, w, b) = (rand_t(&xd, seed), rand_t(&wd, seed + 1), rand_t(&[wd[0]], seed + 2));
+        let ctx = format!("case {i} x{xd:?} w{wd:?} pad{pad:?} s{s}");
+        // Reference grads come from candle's own conv backward where it works (see above).
+        let stock_ok = s == 1 || (xd[2] + pad[0] + pad[1] - wd[2]) % s == 0 && (xd[3] + pad[2] + pad[3] - wd[3]) % s == 0;
+        for relu in [false, true] {
+            for with_bias in [false, true] {
+                let grads = |fused: bool| {
+                    let (xv, wv, bv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap(), Var::from_tensor(&b).unwrap());
+                    let bias = with_bias.then(|| bv.as_tensor().clone());
+                    let y = if fused {
+                        conv2d_bias_act(xv.as_tensor(), wv.as_tensor(), bias.as_ref(), pad, s, relu).unwrap()
+                    } else {
+                        let y = conv2d_reference(xv.as_tensor(), wv.as_tensor(), pad, s).unwrap();
+                        let y = match &bias {
+                            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1)).unwrap()).unwrap(),
+                            None => y,
+                        };
+                        if relu { y.relu().unwrap() } else { y }
+                    };
+                    let r = rand_t(y.dims(), seed + 3);
+                    let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let db = g.get(&bv).map(to_vec);
+                    (to_vec(&y), to_vec(g.get(&xv).unwrap()), to_vec(g.get(&wv).unwrap()), db)
+                };
+                let (y, dx, dw, db) = grads(true);
+                assert_eq!(db.is_some(), with_bias, "{ctx}");
+                let ry = {
+                    let y = conv2d_reference(&x, &w, pad, s).unwrap();
+                    let y = if with_bias { y.broadcast_add(&b.reshape((1, (), 1, 1)).unwrap()).unwrap() } else { y };
+                    to_vec(&if relu { y.relu().unwrap() } else { y })
+                };
+                let ctx = format!("{ctx} relu={relu} bias={with_bias}");
+                assert_close(&format!("{ctx} y"), &y, &ry);
+                if stock_ok {
+                    let (_, rdx, rdw, rdb) = grads(false);
+                    assert_close(&format!("{ctx} dx"), &dx, &rdx);
+                    assert_close(&format!("{ctx} dw"), &dw, &rdw);
+                    if let (Some(db), Some(rdb)) = (db, rdb) {
+                        assert_close(&format!("{ctx} db"), &db, &rdb);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn winograd_only_where_it_wins() {
+    use super::conv::{choose_algo, Algo, Geom};
+    let algo = |x: [usize; 4], w: [usize; 4]| choose_algo(&Geom::new(&x, &w, [1, 1, 1, 1], 1).unwrap());
+    assert_eq!(algo([3, 9, 17, 16], [5, 9, 3, 3]), Algo::Winograd);
+    assert_eq!(algo([64, 48, 48, 48], [48, 48, 3, 3]), Algo::Winograd);
+    assert_eq!(algo([64, 64, 12, 12], [124, 64, 3, 3]), Algo::Im2col); // small plane
+    assert_eq!(algo([64, 1, 48, 48], [48, 1, 3, 3]), Algo::Im2col); // one input channel
 }

@@ -1,0 +1,219 @@
+//! conv2d + bias + optional ReLU as one candle op.
+//!
+//! Composed from stock candle ops, the bias add and the ReLU cost more than
+//! the convolution on the big 48x48 layers: each is a single-threaded pass
+//! over tens of MB forward, and their backward adds a mask, a multiply, a
+//! broadcast-sum for the bias gradient and autograd's gradient accumulation.
+//! Here the bias and the ReLU are applied in place on the convolution's
+//! output (one parallel pass), and the backward masks the incoming gradient
+//! once, sums it per channel for the bias and feeds it to the fast conv
+//! gradients.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::conv::{fwd_any, Conv2dBwdInputOp, Conv2dBwdWeightOp, Geom};
+use super::gemm::{contiguous_slice, Elem};
+
+/// `y = act(conv(x, w) + b)`; the bias is optional (`CustomOp2` without it).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvBiasAct {
+    pub pad: [usize; 4],
+    pub stride: usize,
+    pub relu: bool,
+}
+
+impl ConvBiasAct {
+    fn forward<T: Elem>(&self, x: &[T], xd: &[usize], w: &[T], wd: &[usize], bias: Option<&[T]>) -> Result<(Vec<T>, Shape)> {
+        let g = Geom::new(xd, wd, self.pad, self.stride)?;
+        if let Some(b) = bias {
+            if b.len() != g.o {
+                bail!("conv2d: {} filters but {} biases", g.o, b.len());
+            }
+        }
+        let mut y = fwd_any::<T>(&g, x, w);
+        let plane = g.p();
+        if plane > 0 && (bias.is_some() || self.relu) {
+            y.par_chunks_mut(plane).enumerate().for_each(|(k, yk)| {
+                let b = bias.map_or(T::ZERO, |b| b[k % g.o]);
+                for v in yk.iter_mut() {
+                    let t = *v + b;
+                    // `!(t > 0)` also zeroes NaN, as a max(t, 0) would not; NaN
+                    // inputs are rejected before training, so only overflow gets here.
+                    *v = if self.relu && !(t > T::ZERO) { T::ZERO } else { t };
+                }
+            });
+        }
+        Ok((y, Shape::from((g.n, g.o, g.oh, g.ow))))
+    }
+
+    fn forward_storage(&self, x: (&CpuStorage, &Layout), w: (&CpuStorage, &Layout), b: Option<(&CpuStorage, &Layout)>) -> Result<(CpuStorage, Shape)> {
+        let (xd, wd) = (x.1.dims(), w.1.dims());
+        match (x.0, w.0) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let bias = b.map(|(s, l)| contiguous_slice::<f32>(s, l)).transpose()?;
+                let (y, shape) = self.forward(contiguous_slice(x.0, x.1)?, xd, contiguous_slice(w.0, w.1)?, wd, bias)?;
+                Ok((CpuStorage::F32(y), shape))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let bias = b.map(|(s, l)| contiguous_slice::<f64>(s, l)).transpose()?;
+                let (y, shape) = self.forward(contiguous_slice(x.0, x.1)?, xd, contiguous_slice(w.0, w.1)?, wd, bias)?;
+                Ok((CpuStorage::F64(y), shape))
+            }
+            _ => bail!("fer-conv2d-bias-act: x, w and b must all be f32 or all f64"),
+        }
+    }
+
+    /// The gradient with respect to the pre-activation: `grad` where the
+    /// output is positive (ReLU), else `grad` itself.
+    fn masked_grad(&self, res: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let grad = grad.contiguous()?;
+        if !self.relu {
+            return Ok(grad);
+        }
+        res.contiguous()?.apply_op2_no_bwd(&grad, &ReluMask)
+    }
+
+    fn input_and_weight_grads(&self, x: &Tensor, w: &Tensor, gm: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = if x.track_op() {
+            Some(gm.apply_op2_no_bwd(w, &Conv2dBwdInputOp { pad: self.pad, stride: self.stride, x_dims: x.dims4()? })?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(gm, &Conv2dBwdWeightOp { pad: self.pad, stride: self.stride, w_dims: w.dims4()? })?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp2 for ConvBiasAct {
+    fn name(&self) -> &'static str {
+        "fer-conv2d-act"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.forward_storage((s1, l1), (s2, l2), None)
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let gm = self.masked_grad(res, grad)?;
+        self.input_and_weight_grads(x, w, &gm)
+    }
+}
+
+impl CustomOp3 for ConvBiasAct {
+    fn name(&self) -> &'static str {
+        "fer-conv2d-bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.forward_storage((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let gm = self.masked_grad(res, grad)?;
+        let db = if b.track_op() { Some(gm.apply_op1_no_bwd(&ChannelSum)?) } else { None };
+        let (dx, dw) = self.input_and_weight_grads(x, w, &gm)?;
+        Ok((dx, dw, db))
+    }
+}
+
+/// `(y, g) -> g * (y > 0)`.
+struct ReluMask;
+
+fn relu_mask<T: Elem>(y: &[T], g: &[T]) -> Vec<T> {
+    let mut out = vec![T::ZERO; g.len()];
+    const CHUNK: usize = 1 << 14;
+    out.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK))).for_each(|(o, (y, g))| {
+        for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+            *o = if y > T::ZERO { g } else { T::ZERO };
+        }
+    });
+    out
+}
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "fer-relu-mask"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            bail!("relu mask: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(relu_mask::<f32>(contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?)),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(relu_mask::<f64>(contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?)),
+            _ => bail!("relu mask: dtype mismatch"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// `(N, C, H, W) -> (C)`: per-channel sums, each in a fixed order (image by
+/// image), so the result does not depend on the thread count.
+struct ChannelSum;
+
+fn channel_sum<T: Elem>(g: &[T], n: usize, c: usize, plane: usize) -> Vec<T> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut acc = T::ZERO;
+            for b in 0..n {
+                let start = (b * c + ch) * plane;
+                let mut part = T::ZERO;
+                for &v in &g[start..start + plane] {
+                    part += v;
+                }
+                acc += part;
+            }
+            acc
+        })
+        .collect()
+}
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "fer-channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let &[n, c, h, w] = l.dims() else { bail!("channel sum: expected (N, C, H, W), got {:?}", l.dims()) };
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(channel_sum::<f32>(contiguous_slice(s, l)?, n, c, h * w)),
+            CpuStorage::F64(_) => CpuStorage::F64(channel_sum::<f64>(contiguous_slice(s, l)?, n, c, h * w)),
+            _ => bail!("channel sum: expected f32 or f64"),
+        };
+        Ok((out, Shape::from(c)))
+    }
+}
+
+/// `act(conv(x, w) + b)` with autograd: `x (N, C, H, W)`, `w (O, C, KH, KW)`,
+/// `b (O)`.
+pub fn conv2d_bias_act(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: [usize; 4], stride: usize, relu: bool) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    let op = ConvBiasAct { pad: padding, stride, relu };
+    match b {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
+    }
+}
