@@ -50,8 +50,18 @@ impl Network {
     /// and BatchNorm updates its running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool, rng: &mut ChaCha8Rng) -> candle_core::Result<Tensor> {
         let mut xs = x.clone();
-        for layer in &self.layers {
-            xs = layer.forward_t(&xs, train, rng)?;
+        let mut i = 0;
+        while i < self.layers.len() {
+            match (&self.layers[i], self.layers.get(i + 1)) {
+                (Layer::BatchNorm2d(bn), Some(Layer::Relu)) => {
+                    xs = bn.forward_act(&xs, train, true)?;
+                    i += 2;
+                }
+                (layer, _) => {
+                    xs = layer.forward_t(&xs, train, rng)?;
+                    i += 1;
+                }
+            }
         }
         Ok(xs)
     }

@@ -32,15 +32,23 @@ impl BatchNorm2d {
     /// Training mode normalises with the batch statistics and updates the
     /// running ones as a side effect; inference uses the running ones.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(xs, train, false)
+    }
+
+    /// `forward_t` followed by a ReLU when `relu`, fused into the same pass
+    /// in training (a separate ReLU costs a pass forward and several
+    /// backward, more than the normalisation itself).
+    pub fn forward_act(&self, xs: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         if !train {
             let per_channel = |v: &Var| -> Result<Tensor> { value(v, false).reshape((1, (), 1, 1)) };
             let (gamma, beta) = (per_channel(&self.gamma)?, per_channel(&self.beta)?);
             let scale = gamma.broadcast_div(&(per_channel(&self.running_var)? + self.eps)?.sqrt()?)?;
             let shift = (beta - per_channel(&self.running_mean)?.broadcast_mul(&scale)?)?;
-            return xs.broadcast_mul(&scale)?.broadcast_add(&shift);
+            let ys = xs.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+            return if relu { ys.relu() } else { Ok(ys) };
         }
         let stats = Arc::new(Mutex::new(None));
-        let op = BatchNormTrain { eps: self.eps, stats: stats.clone() };
+        let op = BatchNormTrain { eps: self.eps, relu, stats: stats.clone() };
         let ys = xs.contiguous()?.apply_op3(&value(&self.gamma, true), &value(&self.beta, true), op)?;
         let stats = stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?;
         let stats = stats
@@ -85,6 +93,8 @@ struct Stats {
 /// from broadcast tensor ops cost more than the convolutions around it.
 struct BatchNormTrain {
     eps: f64,
+    /// Apply a ReLU to the output (and mask the gradient by it).
+    relu: bool,
     stats: Arc<Mutex<Option<Stats>>>,
 }
 
@@ -155,7 +165,11 @@ impl CustomOp3 for BatchNormTrain {
                 let ch = k % c;
                 let scale = (gamma[ch] as f64 * inv_std[ch]) as f32;
                 let shift = (beta[ch] as f64 - mean[ch] * gamma[ch] as f64 * inv_std[ch]) as f32;
-                yk.iter_mut().zip(xk).for_each(|(y, x)| *y = x * scale + shift);
+                if self.relu {
+                    yk.iter_mut().zip(xk).for_each(|(y, x)| *y = (x * scale + shift).max(0.0));
+                } else {
+                    yk.iter_mut().zip(xk).for_each(|(y, x)| *y = x * scale + shift);
+                }
             });
         }
         if let Ok(mut stats) = self.stats.lock() {
@@ -171,7 +185,7 @@ impl CustomOp3 for BatchNormTrain {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let guard = self.stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?;
@@ -179,14 +193,17 @@ impl CustomOp3 for BatchNormTrain {
         let (n, c, plane) = nc_plane(x.dims())?;
         let gamma: Vec<f32> = gamma.to_vec1()?;
         let m = (n * plane) as f64;
+        let relu = self.relu;
         let (dx, dgamma, dbeta) = with_slice(x, |x| {
-            with_slice(grad, |g| {
+            with_slice(grad, |g| with_slice(res, |y| {
+                // The gradient reaching the normalisation: zero where the fused ReLU clipped.
+                let g = |i: usize| if relu && !(y[i] > 0.0) { 0.0 } else { g[i] as f64 };
                 let xhat = |i: usize, ch: usize| (x[i] as f64 - stats.mean[ch]) * stats.inv_std[ch];
                 let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = (0..c)
                     .into_par_iter()
                     .map(|ch| {
-                        let sg = channel_sum(n, c, plane, ch, |i| g[i] as f64);
-                        let sgx = channel_sum(n, c, plane, ch, |i| g[i] as f64 * xhat(i, ch));
+                        let sg = channel_sum(n, c, plane, ch, g);
+                        let sgx = channel_sum(n, c, plane, ch, |i| g(i) * xhat(i, ch));
                         (sg, sgx)
                     })
                     .unzip();
@@ -198,12 +215,12 @@ impl CustomOp3 for BatchNormTrain {
                         let (mb, mg) = (dbeta[ch] / m, dgamma[ch] / m);
                         for (j, d) in dk.iter_mut().enumerate() {
                             let i = k * plane + j;
-                            *d = (scale * (g[i] as f64 - mb - xhat(i, ch) * mg)) as f32;
+                            *d = (scale * (g(i) - mb - xhat(i, ch) * mg)) as f32;
                         }
                     });
                 }
                 Ok((dx, dgamma, dbeta))
-            })
+            }))
         })?;
         let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
         let dev = x.device();
@@ -230,6 +247,7 @@ mod tests {
             let x = input(&shape, seed);
             let vars = [x, bn.gamma.clone(), bn.beta.clone()];
             check(&vars, |v| bn.forward_t(v[0].as_tensor(), true), "batch_norm2d");
+            check(&vars, |v| bn.forward_act(v[0].as_tensor(), true, true), "batch_norm2d + relu");
         }
     }
 
