@@ -124,10 +124,36 @@ fn nc_plane(shape: &[usize]) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// Sums `f(x_i, g_i)` over one channel, in a fixed order (so results do not
-/// depend on the thread count).
-fn channel_sum(n: usize, c: usize, plane: usize, ch: usize, f: impl Fn(usize) -> f64) -> f64 {
-    (0..n).map(|b| (0..plane).map(|i| f((b * c + ch) * plane + i)).sum::<f64>()).sum()
+/// Sums `f(a_i, b_i, c_i)` over one channel's planes of three (N, C, plane)
+/// buffers, in a fixed order (so results do not depend on the thread count):
+/// 16 f32 lanes per plane, vectorisable, and f64 across lanes and planes.
+#[allow(clippy::too_many_arguments)]
+fn channel_sum(
+    n: usize,
+    c: usize,
+    plane: usize,
+    ch: usize,
+    a: &[f32],
+    b: &[f32],
+    cc: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32,
+) -> f64 {
+    const LANES: usize = 16;
+    let mut total = 0f64;
+    for img in 0..n {
+        let range = (img * c + ch) * plane..(img * c + ch + 1) * plane;
+        let (a, b, cc) = (&a[range.clone()], &b[range.clone()], &cc[range]);
+        let body = plane / LANES * LANES;
+        let mut acc = [0f32; LANES];
+        for ((a, b), cc) in a[..body].chunks_exact(LANES).zip(b[..body].chunks_exact(LANES)).zip(cc[..body].chunks_exact(LANES)) {
+            for j in 0..LANES {
+                acc[j] += f(a[j], b[j], cc[j]);
+            }
+        }
+        let tail: f32 = (body..plane).map(|i| f(a[i], b[i], cc[i])).sum();
+        total += acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64;
+    }
+    total
 }
 
 impl CustomOp3 for BatchNormTrain {
@@ -153,8 +179,9 @@ impl CustomOp3 for BatchNormTrain {
         let (mean, var): (Vec<f64>, Vec<f64>) = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let mean = channel_sum(n, c, plane, ch, |i| x[i] as f64) / m;
-                let var = channel_sum(n, c, plane, ch, |i| (x[i] as f64 - mean).powi(2)) / m;
+                let mean = channel_sum(n, c, plane, ch, x, x, x, |x, _, _| x) / m;
+                let mf = mean as f32;
+                let var = channel_sum(n, c, plane, ch, x, x, x, |x, _, _| (x - mf) * (x - mf)) / m;
                 (mean, var)
             })
             .unzip();
@@ -197,25 +224,28 @@ impl CustomOp3 for BatchNormTrain {
         let (dx, dgamma, dbeta) = with_slice(x, |x| {
             with_slice(grad, |g| with_slice(res, |y| {
                 // The gradient reaching the normalisation: zero where the fused ReLU clipped.
-                let g = |i: usize| if relu && !(y[i] > 0.0) { 0.0 } else { g[i] as f64 };
-                let xhat = |i: usize, ch: usize| (x[i] as f64 - stats.mean[ch]) * stats.inv_std[ch];
+                let masked = move |g: f32, y: f32| if relu && !(y > 0.0) { 0.0 } else { g };
                 let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = (0..c)
                     .into_par_iter()
                     .map(|ch| {
-                        let sg = channel_sum(n, c, plane, ch, g);
-                        let sgx = channel_sum(n, c, plane, ch, |i| g(i) * xhat(i, ch));
-                        (sg, sgx)
+                        let mean = stats.mean[ch] as f32;
+                        let sg = channel_sum(n, c, plane, ch, g, y, x, |g, y, _| masked(g, y));
+                        let sgx = channel_sum(n, c, plane, ch, g, y, x, |g, y, x| masked(g, y) * (x - mean));
+                        (sg, sgx * stats.inv_std[ch])
                     })
                     .unzip();
                 let mut dx = vec![0f32; x.len()];
                 if plane > 0 {
+                    // dx = scale * (g - dβ/M - x̂ dγ/M), expanded to k_g g - k_x x + k_0 per channel.
                     dx.par_chunks_mut(plane).enumerate().for_each(|(k, dk)| {
                         let ch = k % c;
                         let scale = gamma[ch] as f64 * stats.inv_std[ch];
                         let (mb, mg) = (dbeta[ch] / m, dgamma[ch] / m);
-                        for (j, d) in dk.iter_mut().enumerate() {
-                            let i = k * plane + j;
-                            *d = (scale * (g(i) - mb - xhat(i, ch) * mg)) as f32;
+                        let k_x = scale * stats.inv_std[ch] * mg;
+                        let (k_g, k_xf, k_0) = (scale as f32, k_x as f32, (k_x * stats.mean[ch] - scale * mb) as f32);
+                        let range = k * plane..(k + 1) * plane;
+                        for ((d, (&g, &y)), &x) in dk.iter_mut().zip(g[range.clone()].iter().zip(&y[range.clone()])).zip(&x[range]) {
+                            *d = k_g * masked(g, y) - k_xf * x + k_0;
                         }
                     });
                 }
