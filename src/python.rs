@@ -333,7 +333,7 @@ impl NativeModel {
         Ok(PyArray2::from_owned_array(py, arr))
     }
 
-    #[pyo3(signature = (x, y, *, batch_size, optimizer, learning_rate, weight_decay, momentum, nesterov, label_smoothing, class_weights, seed, augment=None, lr_schedule="constant", epochs=1, warmup_epochs=0.0))]
+    #[pyo3(signature = (x, y, *, batch_size, optimizer, learning_rate, weight_decay, momentum, nesterov, label_smoothing, class_weights, seed, augment=None, lr_schedule="constant", epochs=1, warmup_epochs=0.0, initial_epoch=0))]
     #[allow(clippy::too_many_arguments)]
     fn begin_fit(
         &mut self,
@@ -353,6 +353,7 @@ impl NativeModel {
         lr_schedule: &str,
         epochs: u64,
         warmup_epochs: f64,
+        initial_epoch: u64,
     ) -> PyResult<()> {
         let (images, n) = owned_images(&x)?;
         let labels = owned_labels(&y, n)?;
@@ -392,7 +393,9 @@ impl NativeModel {
                         Ok(())
                     })));
                 }
-                self.state = State::Fitting(Fit { trainer, schedule, base_lr: learning_rate, step: 0 });
+                // A resumed run picks the schedule up where it stopped.
+                let step = initial_epoch * steps_per_epoch;
+                self.state = State::Fitting(Fit { trainer, schedule, base_lr: learning_rate, step });
                 Ok(())
             }
             Err(e) => {

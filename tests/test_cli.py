@@ -1,5 +1,6 @@
 """The command line, run as users run it: ``python -m fer ...`` in a subprocess."""
 
+import io
 import json
 import os
 import subprocess
@@ -254,3 +255,15 @@ def test_sigint_during_training_exits_130(files, tmp_path):
     assert err.rstrip().splitlines()[-1].split("\r")[-1] == "fer: interrupted"
     assert "Traceback" not in err
     assert not (tmp_path / "m.fer").exists()
+
+
+def test_predict_and_evaluate_default_to_the_pretrained_model(files, sample):
+    test = sample[sample.Usage == "PublicTest"]
+    proc = run("predict", "--data", "-", "--out", "-", "--tta", "flip", input=test[["pixels"]].head(6).to_csv(index=False))
+    assert proc.returncode == 0, proc.stderr
+    pred = pd.read_csv(io.StringIO(proc.stdout))
+    expected = fer.pretrained().predict(test.head(6), tta="flip")
+    assert (pred["predicted"].to_numpy() == expected).all()
+    proc = run("evaluate", "--data", files["data"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["accuracy"] == pytest.approx(fer.pretrained().evaluate(sample).accuracy)

@@ -250,9 +250,53 @@ def test_ctrl_c_stops_quickly_and_keeps_last_epoch(sample):
     assert model.get_weights() == fer.Model("seed3x3", pooling="stride2").get_weights()
 
 
-def test_pretrained_missing_is_a_clear_error():
-    with pytest.raises(FerValueError, match="pretrained"):
-        fer.predict(np.zeros((1, 48, 48), np.uint8))
+def test_pretrained_model_ships_and_predicts(sample):
+    model = fer.pretrained()
+    assert model.name == "fer_vgg" and model.epochs_trained > 0
+    test = sample[sample.Usage == "PublicTest"]
+    # fer.predict without a model uses the pretrained one.
+    np.testing.assert_array_equal(fer.predict(test), model.predict(test))
+    proba = fer.predict_proba(test)
+    assert list(proba.columns) == list(fer.EMOTIONS) and (proba.index == test.index).all()
+    np.testing.assert_allclose(proba.to_numpy().sum(axis=1), 1, rtol=1e-5)
+    # Trained on the full Training split, never on PublicTest: far above the
+    # 25% of always answering the majority class on the sample's test rows.
+    assert model.evaluate(test).accuracy > 0.5
+    one = fer.parse_pixels(test.pixels.head(1))[0]
+    assert fer.predict(one).shape == (1,)
+    assert fer.pretrained() is not model  # a fresh copy each call
+
+
+def test_pretrained_missing_is_a_clear_error(monkeypatch):
+    import fer.api
+
+    monkeypatch.setattr(fer.api, "PRETRAINED_FILE", "no-such-model.fer")
+    fer.api._pretrained_bytes.cache_clear()
+    try:
+        with pytest.raises(FerValueError, match="pretrained model file"):
+            fer.predict(np.zeros((1, 48, 48), np.uint8))
+    finally:
+        fer.api._pretrained_bytes.cache_clear()
+
+
+def test_train_defaults_to_the_recipe_and_resumes(sample):
+    train = sample[sample.Usage == "Training"].head(256)
+    model = fer.train(train, TINY, epochs=1, progress=False, validation=0)
+    # cosine with a one-epoch warm-up over one epoch: the rate rose to the base rate
+    assert model.history.learning_rate.iloc[0] == pytest.approx(1e-3)
+    assert fer.train(sample, epochs=1, progress=False).name == "fer_vgg"
+
+    full = fer.train(train, TINY, epochs=3, progress=False, validation=0, warmup_epochs=0)
+    part = fer.train(train, TINY, epochs=1, progress=False, validation=0, warmup_epochs=0)
+    # Resuming a 3-epoch run after its first epoch continues its schedule.
+    part = fer.train(train, part, epochs=3, initial_epoch=1, progress=False, validation=0, warmup_epochs=0)
+    assert part.epochs_trained == 3
+    np.testing.assert_allclose(part.history.learning_rate[1:], full.history.learning_rate[1:])
+    assert part.history.learning_rate.iloc[0] < full.history.learning_rate.iloc[0]  # a 1-epoch cosine ends near 0
+    with pytest.raises(FerValueError, match="initial_epoch"):
+        fer.train(train, TINY, epochs=2, initial_epoch=2, progress=False)
+    with pytest.raises(FerValueError, match="existing Model"):
+        fer.train(train, part, epochs=4, pooling="same", progress=False)
 
 
 def test_threads_setting():

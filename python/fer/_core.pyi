@@ -59,6 +59,7 @@ class NativeModel:
         lr_schedule: str = "constant",
         epochs: int = 1,
         warmup_epochs: float = 0.0,
+        initial_epoch: int = 0,
     ) -> None: ...
     @property
     def current_learning_rate(self) -> float: ...

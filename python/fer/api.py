@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import os
 from typing import Any, Iterable
 
@@ -13,9 +15,13 @@ from fer.errors import FerValueError
 from fer.model import Model, load
 
 
+DEFAULT_MODEL = "fer_vgg"
+PRETRAINED_FILE = "pretrained.fer"
+
+
 def train(
     data: Any,
-    model: str | dict = "seed3x3",
+    model: str | dict | Model = DEFAULT_MODEL,
     *,
     epochs: int = 10,
     batch_size: int = 64,
@@ -25,20 +31,48 @@ def train(
     seed: int = 0,
     progress: bool = True,
     callbacks: Iterable[Any] | None = None,
+    augment: bool | dict[str, Any] | None = True,
+    lr_schedule: str = "cosine",
+    warmup_epochs: float = 1.0,
+    label_smoothing: float = 0.1,
+    class_weight: Any = None,
+    time_limit: float | None = None,
     **model_options: Any,
 ) -> Model:
-    """Build a model and train it; returns the trained :class:`fer.Model`.
+    """Build a model and train it with fer's recipe; returns the trained :class:`fer.Model`.
 
     ``data`` is a FER DataFrame (``emotion``, ``pixels``, optional ``Usage``;
-    only Training rows train) or an ``(x, y)`` pair. ``model`` names a preset
-    (:func:`fer.models`); ``model_options`` go to the preset (e.g.
-    ``pooling="same"``) except the training keywords of :meth:`Model.fit`
-    (``label_smoothing``, ``class_weight``, ``weight_decay``, ``momentum``,
-    ``nesterov``, ``validation_data``, ``time_limit``), which go to ``fit``.
+    only Training rows train, and ``validation`` of them, stratified, are
+    held out to report ``val_accuracy``) or an ``(x, y)`` pair.
+
+    ``model`` names a preset (:func:`fer.models`) or is a :class:`Model` to
+    train further (a checkpoint, say); the default, ``"fer_vgg"``,
+    is the VGG-style network with BatchNorm that the shipped pretrained model
+    uses. ``model_options`` go to the preset (e.g. ``pooling="same"`` for the
+    study's ``"seed3x3"``), except the other keywords of :meth:`Model.fit`
+    (``weight_decay``, ``momentum``, ``nesterov``, ``validation_data``,
+    ``initial_epoch``), which go to ``fit``.
+
+    Unlike :meth:`Model.fit`, whose defaults train plainly (as Keras' ``fit``
+    does), ``train`` defaults to the recipe that trained the pretrained
+    model: random augmentation (flips, shifts, small rotations and zooms,
+    brightness/contrast jitter, random erasing; ``augment=False`` turns it
+    off), a cosine learning-rate schedule with a one-epoch warm-up, and label
+    smoothing 0.1. Pass ``augment=False, lr_schedule="constant",
+    label_smoothing=0`` to train the study's way.
+
+    With ``time_limit`` (seconds) training stops after the epoch in which the
+    limit passed; the cosine schedule is laid out over ``epochs``, so choose
+    an epoch count that fits the budget for the schedule to finish.
     """
-    fit_keys = {"label_smoothing", "class_weight", "weight_decay", "momentum", "nesterov", "validation_data", "time_limit"}
+    fit_keys = {"weight_decay", "momentum", "nesterov", "validation_data", "initial_epoch"}
     fit_options = {k: model_options.pop(k) for k in list(model_options) if k in fit_keys}
-    net = Model(model, seed=seed, **model_options)
+    if isinstance(model, Model):
+        if model_options:
+            raise FerValueError(f"model options {sorted(model_options)} apply to named presets, not to an existing Model")
+        net = model
+    else:
+        net = Model(model, seed=seed, **model_options)
     return net.fit(
         data,
         epochs=epochs,
@@ -49,16 +83,33 @@ def train(
         seed=seed,
         progress=progress,
         callbacks=callbacks,
+        augment=augment,
+        lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        class_weight=class_weight,
+        time_limit=time_limit,
         **fit_options,
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _pretrained_bytes() -> bytes:
+    resource = importlib.resources.files("fer") / "data" / PRETRAINED_FILE
+    try:
+        return resource.read_bytes()
+    except FileNotFoundError:
+        raise FerValueError(
+            f"the pretrained model file fer/data/{PRETRAINED_FILE} is missing from this installation; "
+            "reinstall fer, or train one with fer.train(df) and pass it as model=..."
+        ) from None
+
+
 def pretrained() -> Model:
-    """The pretrained model shipped with fer."""
-    raise FerValueError(
-        "no pretrained model is bundled with this version of fer yet; "
-        "train one with fer.train(df) and pass it as model=..."
-    )
+    """The model shipped with fer: ``fer_vgg`` trained with :func:`fer.train`
+    on the Training rows of FER2013 (``scripts/train_pretrained.py``; its log
+    is ``scripts/pretrained_log.txt``). Each call returns a fresh copy."""
+    return Model.from_bytes(_pretrained_bytes())
 
 
 def _resolve(model: Model | str | os.PathLike[str] | None) -> Model:

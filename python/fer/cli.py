@@ -132,6 +132,8 @@ def _history_text(model: fer.Model) -> str:
 
 
 def _load_model(path: str) -> fer.Model:
+    if path == "pretrained" and not os.path.exists(path):
+        return fer.pretrained()
     if not os.path.isfile(path):
         hint = "" if path.endswith(".fer") else " (a saved model file, as written by 'fer train --out')"
         raise CliError(f"model file {path!r} not found{hint}")
@@ -212,7 +214,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         rows = df.drop(columns="Usage") if "Usage" in df.columns else df
         where = "all rows"
-    report = model.evaluate(rows, batch_size=args.batch_size)
+    report = model.evaluate(rows, batch_size=args.batch_size, tta=args.tta)
     if args.json:
         print(json.dumps({"rows": len(rows), **report.to_dict()}, indent=2))
     else:
@@ -226,7 +228,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         fer.set_num_threads(args.threads)
     model = _load_model(args.model)
     df = _read_csv(args.data)
-    proba = model.predict_proba(df, batch_size=args.batch_size)
+    proba = model.predict_proba(df, batch_size=args.batch_size, tta=args.tta)
     values = proba.to_numpy() if isinstance(proba, pd.DataFrame) else proba
     labels = values.argmax(axis=1)
     out = df.assign(predicted=labels, predicted_emotion=[fer.EMOTIONS[i] for i in labels])
@@ -304,13 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, metavar="CSV", help="fer2013.csv or .csv.gz (columns emotion, pixels, Usage)")
     p.add_argument(
-        "--model", default="seed3x3", metavar="NAME",
-        help="preset name (see 'fer models'; default seed3x3) or a .json file holding a model spec",
+        "--model", default="fer_vgg", metavar="NAME",
+        help="preset name (see 'fer models'; default fer_vgg) or a .json file holding a model spec",
     )
     p.add_argument(
         "--option", "-o", action="append", type=_option, metavar="KEY=VALUE",
         help="preset option, repeatable (e.g. pooling=stride2), or a training option: "
-        "label_smoothing, class_weight (e.g. balanced), weight_decay, momentum, nesterov, time_limit",
+        "augment (true/false or a JSON object), lr_schedule (cosine, one_cycle, constant), warmup_epochs, "
+        "label_smoothing, class_weight (e.g. balanced), weight_decay, momentum, nesterov, time_limit. "
+        "Defaults are fer.train's recipe: augment=true lr_schedule=cosine warmup_epochs=1 label_smoothing=0.1",
     )
     p.add_argument("--epochs", type=_positive_int, default=10, metavar="N", help="epochs (default 10)")
     p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N", help="batch size (default 64)")
@@ -331,7 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
         "precision/recall/F1/support and the confusion matrix. When the file has a Usage column with "
         "test rows (PublicTest/PrivateTest) only those are scored, unless --all-rows.",
     )
-    p.add_argument("--model", required=True, metavar="PATH", help="saved model file (from 'fer train --out')")
+    p.add_argument(
+        "--model", default="pretrained", metavar="PATH",
+        help="saved model file (from 'fer train --out'), or 'pretrained' (default): the model shipped with fer",
+    )
+    p.add_argument("--tta", choices=("flip", "crops"), default=None, help="average over flipped (and shifted) views")
     p.add_argument("--data", required=True, metavar="CSV", help="CSV with emotion and pixels columns")
     p.add_argument("--all-rows", action="store_true", help="score every row, whatever its Usage")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -344,7 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
         "CSV keeps the input's columns and adds 'predicted' (label 0-6), 'predicted_emotion' (its name) "
         f"and one probability column per emotion ({', '.join(fer.EMOTIONS)}).",
     )
-    p.add_argument("--model", required=True, metavar="PATH", help="saved model file (from 'fer train --out')")
+    p.add_argument(
+        "--model", default="pretrained", metavar="PATH",
+        help="saved model file (from 'fer train --out'), or 'pretrained' (default): the model shipped with fer",
+    )
+    p.add_argument("--tta", choices=("flip", "crops"), default=None, help="average over flipped (and shifted) views")
     p.add_argument("--data", required=True, metavar="CSV", help="input CSV with a pixels column ('-' for stdin)")
     p.add_argument("--out", required=True, metavar="CSV", help="output CSV ('.gz' compresses; '-' for stdout)")
     p.add_argument("--batch-size", type=_positive_int, default=256, metavar="N", help="inference batch size (default 256)")

@@ -177,6 +177,7 @@ class Model:
         augment: bool | dict[str, Any] | None = None,
         lr_schedule: str = "constant",
         warmup_epochs: float = 0.0,
+        initial_epoch: int = 0,
     ) -> "Model":
         """Train (or continue training) on FER data; returns ``self``.
 
@@ -221,6 +222,13 @@ class Model:
             ``"constant"``, ``"cosine"`` (linear warm-up over
             ``warmup_epochs``, then cosine decay to 0 at the last epoch) or
             ``"one_cycle"``; evaluated every batch.
+        warmup_epochs:
+            Length of the cosine schedule's linear warm-up, in epochs.
+        initial_epoch:
+            As in Keras, for resuming: train epochs ``initial_epoch`` to
+            ``epochs - 1``, with the learning-rate schedule picking up where
+            an uninterrupted run of ``epochs`` epochs would be. (The
+            optimizer's moments start afresh.)
 
         Ctrl-C stops training within a batch and raises KeyboardInterrupt; the
         model keeps the weights of the last completed epoch.
@@ -237,6 +245,8 @@ class Model:
             raise FerValueError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {weight_decay!r}, {momentum!r}")
         if time_limit is not None:
             _positive("time_limit", time_limit)
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch < epochs:
+            raise FerValueError(f"initial_epoch must be a whole number in [0, epochs={epochs}), got {initial_epoch!r}")
 
         augment_json = _augment_json(augment)
         x, labels, xv, yv = self._training_data(data, y, validation, validation_data, seed)
@@ -257,6 +267,7 @@ class Model:
             lr_schedule=lr_schedule,
             epochs=int(epochs),
             warmup_epochs=float(warmup_epochs),
+            initial_epoch=int(initial_epoch),
         )
         self._learning_rate = float(learning_rate)
         callbacks = list(callbacks or [])
@@ -269,7 +280,7 @@ class Model:
         start = time.perf_counter()
         last_good = self.get_weights()
         try:
-            for _ in range(int(epochs)):
+            for _ in range(int(epochs) - int(initial_epoch)):
                 logs = self._run_epoch(xv, yv, progress)
                 last_good = self.get_weights()
                 records = self.history.to_dict("records") + [logs]
