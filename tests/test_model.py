@@ -270,13 +270,19 @@ def test_pretrained_model_ships_and_predicts(sample):
 def test_pretrained_missing_is_a_clear_error(monkeypatch):
     import fer.api
 
+    def clear():
+        fer.api._pretrained_bytes.cache_clear()
+        fer.api._shared_pretrained.cache_clear()
+
     monkeypatch.setattr(fer.api, "PRETRAINED_FILE", "no-such-model.fer")
-    fer.api._pretrained_bytes.cache_clear()
+    clear()
     try:
         with pytest.raises(FerValueError, match="pretrained model file"):
             fer.predict(np.zeros((1, 48, 48), np.uint8))
+        with pytest.raises(FerValueError, match="pretrained model file"):
+            fer.pretrained()
     finally:
-        fer.api._pretrained_bytes.cache_clear()
+        clear()
 
 
 def test_train_defaults_to_the_recipe_and_resumes(sample):

@@ -112,9 +112,16 @@ def pretrained() -> Model:
     return Model.from_bytes(_pretrained_bytes())
 
 
+@functools.lru_cache(maxsize=1)
+def _shared_pretrained() -> Model:
+    # fer.predict(x) in a pipeline should not re-read 5 MB per call; prediction
+    # leaves the model unchanged, so one shared copy serves every call.
+    return pretrained()
+
+
 def _resolve(model: Model | str | os.PathLike[str] | None) -> Model:
     if model is None:
-        return pretrained()
+        return _shared_pretrained()
     if isinstance(model, Model):
         return model
     if isinstance(model, (str, os.PathLike)):
