@@ -5,6 +5,7 @@ use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::augment::Tta;
 use crate::layers::Layer;
 use crate::spec::ModelSpec;
 use crate::{Error, Result, NUM_CLASSES};
@@ -122,6 +123,19 @@ impl Network {
     /// Class probabilities (softmax of the logits), `n * 7` values.
     pub fn predict_proba(&self, x: &[f32], n: usize, batch_size: usize) -> Result<Vec<f32>> {
         self.predict_with(x, n, batch_size, candle_nn::ops::softmax_last_dim)
+    }
+
+    /// `predict_proba` averaged over the views of test-time augmentation
+    /// (`None`: the images as they are).
+    pub fn predict_proba_tta(&self, x: &[f32], n: usize, batch_size: usize, tta: Option<Tta>) -> Result<Vec<f32>> {
+        let Some(tta) = tta else { return self.predict_proba(x, n, batch_size) };
+        let views = tta.views();
+        let all = self.predict_proba(&tta.expand(x), n * views, batch_size)?;
+        let mut mean = vec![0f32; n * NUM_CLASSES];
+        for view in all.chunks(n * NUM_CLASSES) {
+            mean.iter_mut().zip(view).for_each(|(acc, v)| *acc += v / views as f32);
+        }
+        Ok(mean)
     }
 
     fn predict_with(

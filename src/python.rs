@@ -312,20 +312,7 @@ impl NativeModel {
                 interrupt.check()?;
                 let end = (start + step).min(n);
                 let chunk = &images[start * IMAGE_PIXELS..end * IMAGE_PIXELS];
-                let m = end - start;
-                let p = threads::install(|| match tta {
-                    None => network.predict_proba(chunk, m, batch_size),
-                    Some(tta) => {
-                        let views = tta.views();
-                        let all = network.predict_proba(&tta.expand(chunk), m * views, batch_size)?;
-                        let mut mean = vec![0f32; m * NUM_CLASSES];
-                        for view in all.chunks(m * NUM_CLASSES) {
-                            mean.iter_mut().zip(view).for_each(|(acc, v)| *acc += v / views as f32);
-                        }
-                        Ok(mean)
-                    }
-                })??;
-                out.extend(p);
+                out.extend(threads::install(|| network.predict_proba_tta(chunk, end - start, batch_size, tta))??);
             }
             Ok(out)
         })?;

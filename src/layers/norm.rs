@@ -4,6 +4,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, T
 use rayon::prelude::*;
 
 use super::{filled, value, Param};
+use crate::ops::gemm::contiguous_slice;
 
 /// Batch normalisation over (N, H, W) per channel, Keras flavour: the running
 /// statistics move as `running = momentum * running + (1 - momentum) * batch`
@@ -98,20 +99,12 @@ struct BatchNormTrain {
     stats: Arc<Mutex<Option<Stats>>>,
 }
 
-fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("batch norm: expected a contiguous tensor"),
-    }
-}
-
 /// Runs `f` on the contiguous f32 data of `t`.
 fn with_slice<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
-        Storage::Cpu(s) => f(cpu_slice(s, layout)?),
+        Storage::Cpu(s) => f(contiguous_slice(s, layout)?),
         _ => bail!("batch norm runs on the CPU only"),
     }
 }
@@ -170,7 +163,7 @@ impl CustomOp3 for BatchNormTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, gamma, beta) = (cpu_slice(s1, l1)?, cpu_slice(s2, l2)?, cpu_slice(s3, l3)?);
+        let (x, gamma, beta) = (contiguous_slice::<f32>(s1, l1)?, contiguous_slice::<f32>(s2, l2)?, contiguous_slice::<f32>(s3, l3)?);
         let (n, c, plane) = nc_plane(l1.dims())?;
         if gamma.len() != c || beta.len() != c {
             bail!("batch norm: {c} channels but {} gammas and {} betas", gamma.len(), beta.len());

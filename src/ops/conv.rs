@@ -351,27 +351,37 @@ impl CustomOp2 for Conv2dOp {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let dims = x.dims4()?;
-        let dx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(w, &Conv2dBwdInputOp { pad: self.pad, stride: self.stride, x_dims: dims })?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&grad, &Conv2dBwdWeightOp { pad: self.pad, stride: self.stride, w_dims: w.dims4()? })?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        input_and_weight_grads(x, w, &grad.contiguous()?, self.pad, self.stride)
     }
 }
 
+/// `(dx, dw)` of a convolution of `x` by `w` given the contiguous output
+/// gradient `grad`, each only where autograd tracks that input.
+pub(crate) fn input_and_weight_grads(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    pad: [usize; 4],
+    stride: usize,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let dx = if x.track_op() {
+        Some(grad.apply_op2_no_bwd(w, &Conv2dBwdInputOp { pad, stride, x_dims: x.dims4()? })?)
+    } else {
+        None
+    };
+    let dw = if w.track_op() {
+        Some(x.apply_op2_no_bwd(grad, &Conv2dBwdWeightOp { pad, stride, w_dims: w.dims4()? })?)
+    } else {
+        None
+    };
+    Ok((dx, dw))
+}
+
 /// `(dy, w) -> dx`.
-pub(crate) struct Conv2dBwdInputOp {
-    pub pad: [usize; 4],
-    pub stride: usize,
-    pub x_dims: (usize, usize, usize, usize),
+struct Conv2dBwdInputOp {
+    pad: [usize; 4],
+    stride: usize,
+    x_dims: (usize, usize, usize, usize),
 }
 
 impl CustomOp2 for Conv2dBwdInputOp {
@@ -399,10 +409,10 @@ impl CustomOp2 for Conv2dBwdInputOp {
 }
 
 /// `(x, dy) -> dw`.
-pub(crate) struct Conv2dBwdWeightOp {
-    pub pad: [usize; 4],
-    pub stride: usize,
-    pub w_dims: (usize, usize, usize, usize),
+struct Conv2dBwdWeightOp {
+    pad: [usize; 4],
+    stride: usize,
+    w_dims: (usize, usize, usize, usize),
 }
 
 impl CustomOp2 for Conv2dBwdWeightOp {

@@ -12,7 +12,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::{fwd_any, Conv2dBwdInputOp, Conv2dBwdWeightOp, Geom};
+use super::conv::{fwd_any, input_and_weight_grads, Geom};
 use super::gemm::{contiguous_slice, Elem};
 
 /// `y = act(conv(x, w) + b)`; the bias is optional (`CustomOp2` without it).
@@ -73,20 +73,6 @@ impl ConvBiasAct {
         }
         res.contiguous()?.apply_op2_no_bwd(&grad, &ReluMask)
     }
-
-    fn input_and_weight_grads(&self, x: &Tensor, w: &Tensor, gm: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = if x.track_op() {
-            Some(gm.apply_op2_no_bwd(w, &Conv2dBwdInputOp { pad: self.pad, stride: self.stride, x_dims: x.dims4()? })?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(gm, &Conv2dBwdWeightOp { pad: self.pad, stride: self.stride, w_dims: w.dims4()? })?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
-    }
 }
 
 impl CustomOp2 for ConvBiasAct {
@@ -100,7 +86,7 @@ impl CustomOp2 for ConvBiasAct {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let gm = self.masked_grad(res, grad)?;
-        self.input_and_weight_grads(x, w, &gm)
+        input_and_weight_grads(x, w, &gm, self.pad, self.stride)
     }
 }
 
@@ -131,7 +117,7 @@ impl CustomOp3 for ConvBiasAct {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let gm = self.masked_grad(res, grad)?;
         let db = if b.track_op() { Some(gm.apply_op1_no_bwd(&ChannelSum)?) } else { None };
-        let (dx, dw) = self.input_and_weight_grads(x, w, &gm)?;
+        let (dx, dw) = input_and_weight_grads(x, w, &gm, self.pad, self.stride)?;
         Ok((dx, dw, db))
     }
 }
