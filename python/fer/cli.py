@@ -282,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show the traceback on errors"
     )
+    # --model and --tta of the subcommands that score a saved model.
+    scoring = argparse.ArgumentParser(add_help=False)
+    scoring.add_argument(
+        "--model", default="pretrained", metavar="PATH",
+        help="saved model file (from 'fer train --out'), or 'pretrained' (default): the model shipped with fer",
+    )
+    scoring.add_argument("--tta", choices=("flip", "crops"), default=None, help="average over flipped (and shifted) views")
     threads = argparse.ArgumentParser(add_help=False)
     threads.add_argument(
         "--threads", type=_non_negative_int, default=None, metavar="N",
@@ -330,16 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
-        "evaluate", parents=[common, threads], help="accuracy, per-class table and confusion matrix",
+        "evaluate", parents=[common, threads, scoring], help="accuracy, per-class table and confusion matrix",
         description="Evaluate a saved model on a labelled CSV file: accuracy, loss, per-class "
         "precision/recall/F1/support and the confusion matrix. When the file has a Usage column with "
         "test rows (PublicTest/PrivateTest) only those are scored, unless --all-rows.",
     )
-    p.add_argument(
-        "--model", default="pretrained", metavar="PATH",
-        help="saved model file (from 'fer train --out'), or 'pretrained' (default): the model shipped with fer",
-    )
-    p.add_argument("--tta", choices=("flip", "crops"), default=None, help="average over flipped (and shifted) views")
     p.add_argument("--data", required=True, metavar="CSV", help="CSV with emotion and pixels columns")
     p.add_argument("--all-rows", action="store_true", help="score every row, whatever its Usage")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -347,16 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "predict", parents=[common, threads], help="predict emotions for the rows of a CSV file",
+        "predict", parents=[common, threads, scoring], help="predict emotions for the rows of a CSV file",
         description="Predict the emotion of each row of a CSV file with a pixels column. The output "
         "CSV keeps the input's columns and adds 'predicted' (label 0-6), 'predicted_emotion' (its name) "
         f"and one probability column per emotion ({', '.join(fer.EMOTIONS)}).",
     )
-    p.add_argument(
-        "--model", default="pretrained", metavar="PATH",
-        help="saved model file (from 'fer train --out'), or 'pretrained' (default): the model shipped with fer",
-    )
-    p.add_argument("--tta", choices=("flip", "crops"), default=None, help="average over flipped (and shifted) views")
     p.add_argument("--data", required=True, metavar="CSV", help="input CSV with a pixels column ('-' for stdin)")
     p.add_argument("--out", required=True, metavar="CSV", help="output CSV ('.gz' compresses; '-' for stdout)")
     p.add_argument("--batch-size", type=_positive_int, default=256, metavar="N", help="inference batch size (default 256)")
