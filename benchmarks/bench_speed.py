@@ -8,8 +8,11 @@ GEMM peak measured in the same run, and peak memory.
 Training: steady state after two warm-up batches, median over repeats of
 `--batches` batches on synthetic 48x48 images (speed does not depend on the
 pixel values). Inference: `predict_proba` on 1,024 images, batch 256.
-With --compare, and when `torch` or `tensorflow` is importable, the same
-architectures are built there and timed the same way, side by side.
+With --compare, and when `tensorflow`/`keras` or `torch` is importable, the
+same architectures are built there and timed side by side (Keras through
+`model.fit`/`model.predict`, as a notebook would). Neither is a dependency:
+run it with an interpreter that has them and fer on its path, e.g.
+`PYTHONPATH=python /path/to/tf-venv/bin/python benchmarks/bench_speed.py --compare`.
 Not a test: it prints a table.
 """
 
@@ -174,6 +177,60 @@ def time_torch(spec: dict, batch: int, batches: int, repeats: int) -> tuple[floa
     return statistics.median(rates), statistics.median(infer)
 
 
+def keras_model(spec: dict):
+    import keras
+    from keras import layers as kl
+
+    model = keras.Sequential([keras.Input(shape=(48, 48, 1))])
+    for layer in spec["layers"]:
+        kind = layer["type"]
+        if kind == "conv2d":
+            model.add(kl.Conv2D(
+                layer["filters"], layer["kernel"], strides=layer.get("stride", 1),
+                padding="same" if layer.get("padding", "valid") == "same" else "valid",
+                activation=layer.get("activation") if layer.get("activation") == "relu" else None,
+                use_bias=layer.get("use_bias", True),
+            ))
+        elif kind == "max_pool2d":
+            model.add(kl.MaxPooling2D(layer.get("kernel", 2), layer.get("stride", 2), padding=layer.get("padding", "valid")))
+        elif kind == "dropout":
+            model.add(kl.Dropout(layer["rate"]))
+        elif kind == "batch_norm2d":
+            model.add(kl.BatchNormalization())
+        elif kind == "relu":
+            model.add(kl.ReLU())
+        elif kind == "global_avg_pool":
+            model.add(kl.GlobalAveragePooling2D())
+        elif kind == "flatten":
+            model.add(kl.Flatten())
+        elif kind == "dense":
+            model.add(kl.Dense(layer["units"], activation="softmax"))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def time_keras(spec: dict, batch: int, batches: int, repeats: int) -> tuple[float, float]:
+    """`model.fit` and `model.predict` as a notebook calls them, steady state."""
+    model = keras_model(spec)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch * batches, 48, 48, 1), dtype=np.float32)
+    y = rng.integers(0, 7, len(x))
+    model.fit(x[: 2 * batch], y[: 2 * batch], batch_size=batch, epochs=1, verbose=0)
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+        rates.append(len(x) / (time.perf_counter() - t))
+    xi = rng.random((1024, 48, 48, 1), dtype=np.float32)
+    model.predict(xi[:256], batch_size=256, verbose=0)
+    infer = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.predict(xi, batch_size=256, verbose=0)
+        infer.append(len(xi) / (time.perf_counter() - t))
+    return statistics.median(rates), statistics.median(infer)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated preset:pooling")
@@ -181,7 +238,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--compare", action="store_true", help="also time torch when importable")
+    ap.add_argument("--compare", action="store_true", help="also time Keras/TensorFlow and torch where importable")
     args = ap.parse_args()
 
     fer.set_num_threads(args.threads)
@@ -189,7 +246,8 @@ def main() -> None:
     print(f"fer {fer.__version__}, {fer.get_num_threads()} threads; numpy float32 GEMM 2048^3: {peak:.0f} GFLOP/s (median)")
     header = f"{'model':<20}{'train img/s':>12}{'train GFLOP/s':>15}{'% GEMM':>8}{'predict img/s':>15}"
     if args.compare:
-        header += f"{'torch train':>13}{'torch pred':>12}{'ratio':>8}"
+        header += f"{'keras train':>13}{'keras pred':>12}{'train x':>9}{'pred x':>8}"
+        header += f"{'torch train':>13}{'torch pred':>12}{'train x':>9}{'pred x':>8}"
     print(header)
     for item in args.models.split(","):
         preset, _, pooling = item.partition(":")
@@ -198,11 +256,12 @@ def main() -> None:
         gflops = 3 * forward_flops(spec) * train / 1e9
         line = f"{item:<20}{train:>12.1f}{gflops:>15.1f}{100 * gflops / peak:>7.0f}%{infer:>15.1f}"
         if args.compare:
-            try:
-                t_train, t_infer = time_torch(spec, args.batch, args.batches, args.repeats)
-                line += f"{t_train:>13.1f}{t_infer:>12.1f}{train / t_train:>7.2f}x"
-            except ImportError:
-                line += f"{'(no torch)':>13}"
+            for name, timer in (("keras", time_keras), ("torch", time_torch)):
+                try:
+                    t_train, t_infer = timer(spec, args.batch, args.batches, args.repeats)
+                    line += f"{t_train:>13.1f}{t_infer:>12.1f}{train / t_train:>8.2f}x{infer / t_infer:>7.2f}x"
+                except ImportError:
+                    line += f"{'(no ' + name + ')':>13}{'':>29}"
         print(line, flush=True)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

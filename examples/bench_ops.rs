@@ -84,7 +84,8 @@ fn main() -> Result<()> {
         "img/s", "GFLOP/s", "speedup"
     );
     if args.iter().any(|a| a == "--raw") {
-        raw_kernels(n, &sides, &chans, iters);
+        let k = get("--kernel", 3);
+        raw_kernels(n, k, &sides, &chans, iters);
         return Ok(());
     }
     let (mut ref_total, mut fast_total) = (0.0, 0.0);
@@ -161,12 +162,18 @@ fn main() -> Result<()> {
 }
 
 /// Times the three conv kernels directly on slices (no candle graph).
-fn raw_kernels(n: usize, sides: &[usize; 6], chans: &[(usize, usize); 6], iters: usize) {
+/// `--kernel K` sets the kernel size (the "same" padding of Keras: the extra
+/// row/column goes bottom/right for even K); Winograd F(m, K) is timed for
+/// every m that fits.
+fn raw_kernels(n: usize, k: usize, sides: &[usize; 6], chans: &[(usize, usize); 6], iters: usize) {
     use _core::ops::{conv, winograd};
-    for wino in [false, true] {
+    let pad = [(k - 1) / 2, k / 2, (k - 1) / 2, k / 2];
+    let only: Option<usize> = std::env::var("FER_BENCH_M").ok().and_then(|v| v.parse().ok());
+    for m in [0usize, 2, 3, 4].into_iter().filter(|m| only.is_none_or(|o| o == *m)) {
+    let wino = m > 0;
     println!(
         "{:<24} {:>9} {:>9} {:>9} | GFLOP/s (direct-conv equivalent) fwd / dx / dw",
-        if wino { "raw winograd" } else { "raw im2col" },
+        if wino { format!("raw winograd F({m},{k})") } else { "raw im2col".to_string() },
         "fwd",
         "dx",
         "dw"
@@ -174,17 +181,17 @@ fn raw_kernels(n: usize, sides: &[usize; 6], chans: &[(usize, usize); 6], iters:
     let mut total = 0.0;
     for (i, (&side, &(c, o))) in sides.iter().zip(chans).enumerate() {
         let conv2d_fwd = |g: &conv::Geom, x: &[f32], w: &[f32]| {
-            if wino { winograd::conv2d_fwd(g, x, w) } else { conv::conv2d_fwd(g, x, w) }
+            if wino { winograd::conv2d_fwd(g, m, x, w) } else { conv::conv2d_fwd(g, x, w) }
         };
         let conv2d_bwd_input = |g: &conv::Geom, x: &[f32], w: &[f32]| {
-            if wino { winograd::conv2d_bwd_input(g, x, w) } else { conv::conv2d_bwd_input(g, x, w) }
+            if wino { winograd::conv2d_bwd_input(g, m, x, w) } else { conv::conv2d_bwd_input(g, x, w) }
         };
         let conv2d_bwd_weight = |g: &conv::Geom, x: &[f32], w: &[f32]| {
-            if wino { winograd::conv2d_bwd_weight(g, x, w) } else { conv::conv2d_bwd_weight(g, x, w) }
+            if wino { winograd::conv2d_bwd_weight(g, m, x, w) } else { conv::conv2d_bwd_weight(g, x, w) }
         };
-        let g = conv::Geom::new(&[n, c, side, side], &[o, c, 3, 3], [1, 1, 1, 1], 1).unwrap();
+        let g = conv::Geom::new(&[n, c, side, side], &[o, c, k, k], pad, 1).unwrap();
         let x: Vec<f32> = (0..n * c * side * side).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
-        let w: Vec<f32> = (0..o * c * 9).map(|i| ((i * 104729) % 1000) as f32 * 1e-3 - 0.5).collect();
+        let w: Vec<f32> = (0..o * c * k * k).map(|i| ((i * 104729) % 1000) as f32 * 1e-3 - 0.5).collect();
         // Best process CPU time / threads: robust to other processes
         // sharing the cores (wall time is not).
         let best = |f: &dyn Fn() -> Vec<f32>| {

@@ -279,42 +279,57 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algo {
     Im2col,
-    Winograd,
+    /// Winograd F(m x m, r x r) with this `m`.
+    Winograd(usize),
 }
 
-/// The algorithm the custom ops use for `g`: Winograd F(2x2, 3x3) for
-/// stride-1 3x3 kernels with >= 8 input channels on outputs of at least
-/// 16x16, im2col + GEMM otherwise. With fewer channels or smaller planes the
-/// transforms cost more than the GEMMs save (measured with
-/// `bench_ops --raw`: at 12x12, 64->124 and 124->124, im2col is 20% faster). `FER_CONV=im2col` forces
-/// im2col (for A/B checks).
+/// The algorithm the custom ops use for `g`: Winograd for stride-1 3x3
+/// kernels (F(2x2, 3x3)) and 4x4 kernels (F(3x3, 4x4)) with >= 8 input
+/// channels on outputs of at least 16x16, im2col + GEMM otherwise. With
+/// fewer channels or smaller planes the transforms cost more than the GEMMs
+/// save. Measured with `bench_ops --raw [--kernel 4]` (2 cores, batch 64,
+/// CPU ms of fwd+dx+dw) and end to end with `bench_speed.py`: for the 4x4
+/// convs 2-4 of seed4x4, im2col 575, F(2x2) 453, F(3x3) 414; for 3x3 the
+/// larger tiles F(3x3)/F(4x4) win in isolation but lose to the hand-written
+/// F(2x2, 3x3) in training (about 5%).
 pub fn choose_algo(g: &Geom) -> Algo {
-    static FORCE_IM2COL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let force = *FORCE_IM2COL.get_or_init(|| std::env::var("FER_CONV").is_ok_and(|v| v == "im2col"));
-    if !force && super::winograd::applicable(g) && g.c >= 8 && g.p() >= 256 {
-        Algo::Winograd
-    } else {
-        Algo::Im2col
+    static FORCE: std::sync::OnceLock<Option<Algo>> = std::sync::OnceLock::new();
+    let force = *FORCE.get_or_init(|| match std::env::var("FER_CONV").ok()?.as_str() {
+        "im2col" => Some(Algo::Im2col),
+        v => v.strip_prefix("winograd")?.parse().ok().filter(|m| (1..=6).contains(m)).map(Algo::Winograd),
+    });
+    if !super::winograd::applicable(g) || g.kh > 5 {
+        return Algo::Im2col;
+    }
+    match force {
+        Some(Algo::Winograd(m)) if m + g.kh <= 8 => return Algo::Winograd(m),
+        Some(_) => return Algo::Im2col,
+        None => {}
+    }
+    match g.kh {
+        3 if g.c >= 8 && g.p() >= 256 => Algo::Winograd(2),
+        4 if g.c >= 8 && g.p() >= 256 => Algo::Winograd(3),
+        _ => Algo::Im2col,
     }
 }
 
 pub(crate) fn fwd_any<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     match choose_algo(g) {
-        Algo::Winograd => super::winograd::conv2d_fwd(g, x, w),
+        Algo::Winograd(m) => super::winograd::conv2d_fwd(g, m, x, w),
         Algo::Im2col => conv2d_fwd(g, x, w),
     }
 }
 
 fn bwd_input_any<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     match choose_algo(g) {
-        Algo::Winograd => super::winograd::conv2d_bwd_input(g, dy, w),
+        Algo::Winograd(m) => super::winograd::conv2d_bwd_input(g, m, dy, w),
         Algo::Im2col => conv2d_bwd_input(g, dy, w),
     }
 }
 
 fn bwd_weight_any<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     match choose_algo(g) {
-        Algo::Winograd => super::winograd::conv2d_bwd_weight(g, x, dy),
+        Algo::Winograd(m) => super::winograd::conv2d_bwd_weight(g, m, x, dy),
         Algo::Im2col => conv2d_bwd_weight(g, x, dy),
     }
 }

@@ -11,6 +11,7 @@ pub mod conv;
 pub mod conv_bias_act;
 pub mod gemm;
 pub mod pool;
+pub mod simd;
 pub mod winograd;
 #[cfg(test)]
 mod tests;

@@ -279,10 +279,27 @@ fn pool_ties_go_to_first_max() {
     assert_eq!(dx, want);
 }
 
-/// Winograd vs im2col kernels directly, on many 3x3 stride-1 shapes
-/// (odd sizes, asymmetric padding, partial image groups).
+/// Winograd vs im2col kernels directly, for F(2x2, 3x3) (hand-written
+/// transforms), F(3x3, 3x3), F(4x4, 3x3), F(3x3, 4x4) and F(2x2, 4x4)
+/// (general ones), on many stride-1 shapes (odd sizes, asymmetric padding,
+/// partial image groups). The general F(2x2, 3x3) is covered by
+/// `FER_WINOGRAD=general cargo test winograd`.
 #[test]
 fn winograd_matches_im2col() {
+    for (m, r) in [(2, 3), (3, 3), (4, 3), (3, 4), (2, 4)] {
+        winograd_case(m, r);
+    }
+}
+
+#[test]
+fn winograd_matrices_are_exact() {
+    for (m, r) in [(2, 3), (4, 3), (3, 4), (2, 4), (3, 3), (2, 2), (6, 3)] {
+        let e = super::winograd::transform(m, r).identity_error();
+        assert!(e < 1e-9, "F({m}, {r}): {e}");
+    }
+}
+
+fn winograd_case(m: usize, r: usize) {
     use super::conv::{self, Geom};
     use super::winograd;
     let cases: &[([usize; 4], usize, [usize; 4])] = &[
@@ -296,20 +313,20 @@ fn winograd_matches_im2col() {
         ([3, 2, 3, 3], 2, [0, 0, 0, 0]), // 1x1 output
     ];
     for (i, &(xd, o, pad)) in cases.iter().enumerate() {
-        let g = Geom::new(&xd, &[o, xd[1], 3, 3], pad, 1).unwrap();
+        let Ok(g) = Geom::new(&xd, &[o, xd[1], r, r], pad, 1) else { continue };
         let x = rand_vec(xd.iter().product(), 500 + i as u64);
-        let w = rand_vec(o * xd[1] * 9, 600 + i as u64);
+        let w = rand_vec(o * xd[1] * r * r, 600 + i as u64);
         let dy = rand_vec(g.n * g.o * g.p(), 700 + i as u64);
-        let ctx = format!("winograd case {i} {xd:?} o{o} pad{pad:?}");
-        assert_close(&format!("{ctx} y"), &winograd::conv2d_fwd(&g, &x, &w), &conv::conv2d_fwd(&g, &x, &w));
+        let ctx = format!("winograd F({m}, {r}) case {i} {xd:?} o{o} pad{pad:?}");
+        assert_close(&format!("{ctx} y"), &winograd::conv2d_fwd(&g, m, &x, &w), &conv::conv2d_fwd(&g, &x, &w));
         assert_close(
             &format!("{ctx} dx"),
-            &winograd::conv2d_bwd_input(&g, &dy, &w),
+            &winograd::conv2d_bwd_input(&g, m, &dy, &w),
             &conv::conv2d_bwd_input(&g, &dy, &w),
         );
         assert_close(
             &format!("{ctx} dw"),
-            &winograd::conv2d_bwd_weight(&g, &x, &dy),
+            &winograd::conv2d_bwd_weight(&g, m, &x, &dy),
             &conv::conv2d_bwd_weight(&g, &x, &dy),
         );
     }
@@ -371,8 +388,10 @@ fn fused_conv_bias_relu_matches_reference() {
 fn winograd_only_where_it_wins() {
     use super::conv::{choose_algo, Algo, Geom};
     let algo = |x: [usize; 4], w: [usize; 4]| choose_algo(&Geom::new(&x, &w, [1, 1, 1, 1], 1).unwrap());
-    assert_eq!(algo([3, 9, 17, 16], [5, 9, 3, 3]), Algo::Winograd);
-    assert_eq!(algo([64, 48, 48, 48], [48, 48, 3, 3]), Algo::Winograd);
+    assert_eq!(algo([3, 9, 17, 16], [5, 9, 3, 3]), Algo::Winograd(2));
+    assert_eq!(algo([64, 48, 48, 48], [48, 48, 3, 3]), Algo::Winograd(2));
+    assert_eq!(algo([64, 48, 48, 48], [48, 48, 4, 4]), Algo::Winograd(3));
     assert_eq!(algo([64, 64, 12, 12], [124, 64, 3, 3]), Algo::Im2col); // small plane
+    assert_eq!(algo([64, 64, 24, 24], [124, 64, 5, 5]), Algo::Im2col); // no 5x5 Winograd
     assert_eq!(algo([64, 1, 48, 48], [48, 1, 3, 3]), Algo::Im2col); // one input channel
 }

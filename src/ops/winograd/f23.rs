@@ -1,70 +1,14 @@
-//! Winograd F(2x2, 3x3) for stride-1 3x3 convolutions (any zero padding).
-//!
-//! Forward: `Y_tile = A^T [ (G g G^T) ⊙ (B^T d B) ] A` over 4x4 input tiles
-//! with stride 2, done as 16 GEMMs `M[ξ] (O, T) = U[ξ] (O, C) * V[ξ] (C, T)`.
-//! The backward is the exact adjoint of that computation (not a separate
-//! Winograd of the transposed convolution):
-//! * `dM[ξ] = A dY A^T` per tile,
-//! * input gradient: `dV[ξ] = U[ξ]^T dM[ξ]`, then `dd = B dV B^T` scattered
-//!   back (tiles overlap by 2),
-//! * weight gradient: `dU[ξ] = sum_t dM[ξ] V[ξ]^T`, then `dg = G^T dU G`.
-//!
-//! Images are processed in groups (so GEMMs have >= ~576 columns even for
-//! 12x12 maps), in parallel over groups; the weight gradient is reduced in
-//! a fixed order (independent of the thread count).
+//! Hand-written transforms for F(2x2, 3x3), the common case: fewer
+//! passes and buffers than the general F(m, r) ones in the parent module,
+//! and faster end to end for 3x3 kernels (`bench_speed.py`: seed3x3
+//! training about 5% faster than the general F(3x3, 3x3)). Same layouts:
+//! `V[ξ][c][t]`, `M[ξ][o][t]`, `U[ξ][o][c]` with 16 planes. Compiled for
+//! baseline x86-64: under AVX-512 (`simd::dispatch`) seed3x3 trained ~8%
+//! slower.
 
-use rayon::prelude::*;
-
-use super::conv::Geom;
-use super::gemm::{gemm, zeros, Elem, Mat, Parallelism};
-
-/// Tiles per GEMM we aim for when grouping images.
-const TARGET_TILES: usize = 576;
-/// Max number of weight-gradient partial sums.
-const MAX_PARTIALS: usize = 16;
-
-/// Whether Winograd F(2x2, 3x3) handles this convolution.
-pub fn applicable(g: &Geom) -> bool {
-    g.kh == 3 && g.kw == 3 && g.stride == 1
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Tiles {
-    /// tile rows / cols per image
-    th: usize,
-    tw: usize,
-    /// tiles per image
-    t: usize,
-    /// images per group
-    gs: usize,
-    groups: usize,
-}
-
-impl Tiles {
-    fn new(g: &Geom) -> Self {
-        let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
-        let t = th * tw;
-        let gs = TARGET_TILES.div_ceil(t.max(1)).clamp(1, g.n.max(1));
-        Tiles { th, tw, t, gs, groups: g.n.div_ceil(gs) }
-    }
-    fn images(&self, g: &Geom, gi: usize) -> (usize, usize) {
-        let n0 = gi * self.gs;
-        (n0, (n0 + self.gs).min(g.n) - n0)
-    }
-}
-
-fn threads() -> usize {
-    rayon::current_num_threads().max(1)
-}
-
-fn inner_par(jobs: usize) -> Parallelism {
-    let t = threads();
-    if t > 1 && jobs < t {
-        Parallelism::Rayon(t)
-    } else {
-        Parallelism::None
-    }
-}
+use super::super::conv::Geom;
+use super::super::gemm::{zeros, Elem};
+use super::{load_padded_row, Tiles};
 
 // 1D transforms on 4 (or 3 / 2) values.
 
@@ -85,7 +29,7 @@ fn gt4<T: Elem>(u: [T; 4], half: T) -> [T; 3] {
 }
 
 /// `U[ξ][o][c]` (16, O, C) from `w (O, C, 3, 3)`.
-fn filter_transform<T: Elem>(g: &Geom, w: &[T]) -> Vec<T> {
+pub(super) fn filter_transform<T: Elem>(g: &Geom, w: &[T]) -> Vec<T> {
     let (o_n, c_n) = (g.o, g.c);
     let half = T::from_f64(0.5);
     let mut u = zeros::<T>(16 * o_n * c_n);
@@ -106,7 +50,7 @@ fn filter_transform<T: Elem>(g: &Geom, w: &[T]) -> Vec<T> {
 }
 
 /// `dw (O, C, 3, 3)` from `dU[ξ][o][c]`.
-fn filter_transform_bwd<T: Elem>(g: &Geom, du: &[T]) -> Vec<T> {
+pub(super) fn filter_transform_bwd<T: Elem>(g: &Geom, du: &[T]) -> Vec<T> {
     let (o_n, c_n) = (g.o, g.c);
     let half = T::from_f64(0.5);
     let mut dw = zeros::<T>(o_n * c_n * 9);
@@ -125,28 +69,10 @@ fn filter_transform_bwd<T: Elem>(g: &Geom, du: &[T]) -> Vec<T> {
     dw
 }
 
-/// Copies input row `ih` of `xc` (H, W) into `dst` at padded column
-/// offset `pl`, zero elsewhere (zero row if `ih` is outside).
-#[inline]
-fn load_padded_row<T: Elem>(xc: &[T], g: &Geom, ih: isize, pl: usize, dst: &mut [T]) {
-    if ih < 0 || ih >= g.h as isize {
-        dst.fill(T::ZERO);
-        return;
-    }
-    let xr = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
-    let lo = pl.min(dst.len());
-    let hi = (pl + g.w).min(dst.len());
-    dst[..lo].fill(T::ZERO);
-    dst[hi..].fill(T::ZERO);
-    if hi > lo {
-        dst[lo..hi].copy_from_slice(&xr[lo - pl..hi - pl]);
-    }
-}
-
 /// `V[ξ][c][t]` (16, C, tg) for `ng` images `x (ng, C, H, W)`.
 /// Row transform on whole padded rows, then the column transform writes
 /// each of the 16 planes contiguously along a tile row.
-fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
+pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
     let (c_n, tw) = (g.c, tl.tw);
     let tg = ng * tl.t;
     let wp = 2 * tw + 2;
@@ -198,7 +124,7 @@ fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T
 }
 
 /// Scatter-adds `B dV B^T` of every tile into `dx (ng, C, H, W)`.
-fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
+pub(super) fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
     let (c_n, tw) = (g.c, tl.tw);
     let tg = ng * tl.t;
     let wp = 2 * tw + 2;
@@ -258,7 +184,7 @@ fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &
 }
 
 /// `y (ng, O, OH, OW)` from `M[ξ][o][t]`.
-fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize, y: &mut [T]) {
+pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize, y: &mut [T]) {
     let (o_n, p, tw) = (g.o, g.p(), tl.tw);
     let tg = ng * tl.t;
     let mut s = vec![T::ZERO; 8 * tw]; // s[i][b][tj]
@@ -298,7 +224,7 @@ fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize, y: &mut [
 }
 
 /// `dM[ξ][o][t] = A dY A^T` from `dy (ng, O, OH, OW)`.
-fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
+pub(super) fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
     let (o_n, p, tw) = (g.o, g.p(), tl.tw);
     let tg = ng * tl.t;
     let wq = 2 * tw;
@@ -350,136 +276,4 @@ fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: usize, dm: 
             }
         }
     }
-}
-
-/// Forward: `x (N, C, H, W)`, `w (O, C, 3, 3)` -> `y (N, O, OH, OW)`.
-pub fn conv2d_fwd<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
-    let tl = Tiles::new(g);
-    let (c_n, o_n, chw, op) = (g.c, g.o, g.chw(), g.o * g.p());
-    let mut y = zeros::<T>(g.n * op);
-    if y.is_empty() {
-        return y;
-    }
-    let u = filter_transform(g, w);
-    let par = inner_par(tl.groups);
-    let run = |gi: usize, yg: &mut [T]| {
-        let (n0, ng) = tl.images(g, gi);
-        let tg = ng * tl.t;
-        T::with_scratch(16 * (c_n + o_n) * tg, |buf| {
-            let (v, m) = buf.split_at_mut(16 * c_n * tg);
-            input_transform(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
-            for xi in 0..16 {
-                gemm(
-                    o_n,
-                    tg,
-                    c_n,
-                    &mut m[xi * o_n * tg..(xi + 1) * o_n * tg],
-                    tg,
-                    false,
-                    Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-                    Mat::row_major(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
-                    par,
-                );
-            }
-            output_transform(g, &tl, m, ng, yg);
-        })
-    };
-    if matches!(par, Parallelism::None) {
-        y.par_chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg));
-    } else {
-        y.chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg));
-    }
-    y
-}
-
-/// Input gradient: `dy (N, O, OH, OW)`, `w` -> `dx (N, C, H, W)`.
-pub fn conv2d_bwd_input<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
-    let tl = Tiles::new(g);
-    let (c_n, o_n, chw, op) = (g.c, g.o, g.chw(), g.o * g.p());
-    let mut dx = zeros::<T>(g.n * chw);
-    if dx.is_empty() || op == 0 {
-        return dx;
-    }
-    let u = filter_transform(g, w);
-    let par = inner_par(tl.groups);
-    let run = |gi: usize, dxg: &mut [T]| {
-        let (n0, ng) = tl.images(g, gi);
-        let tg = ng * tl.t;
-        T::with_scratch(16 * (c_n + o_n) * tg, |buf| {
-            let (dv, dm) = buf.split_at_mut(16 * c_n * tg);
-            output_transform_bwd(g, &tl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
-            for xi in 0..16 {
-                gemm(
-                    c_n,
-                    tg,
-                    o_n,
-                    &mut dv[xi * c_n * tg..(xi + 1) * c_n * tg],
-                    tg,
-                    false,
-                    Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-                    Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-                    par,
-                );
-            }
-            input_transform_bwd(g, &tl, dv, ng, dxg);
-        })
-    };
-    if matches!(par, Parallelism::None) {
-        dx.par_chunks_mut(tl.gs * chw).enumerate().for_each(|(gi, dxg)| run(gi, dxg));
-    } else {
-        dx.chunks_mut(tl.gs * chw).enumerate().for_each(|(gi, dxg)| run(gi, dxg));
-    }
-    dx
-}
-
-/// Weight gradient: `x`, `dy` -> `dw (O, C, 3, 3)`.
-pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
-    let tl = Tiles::new(g);
-    let (c_n, o_n, chw, op) = (g.c, g.o, g.chw(), g.o * g.p());
-    if g.n == 0 || op == 0 {
-        return zeros::<T>(o_n * c_n * 9);
-    }
-    // Fixed partition of groups into partial sums (thread-count independent).
-    let per_part = tl.groups.div_ceil(MAX_PARTIALS);
-    let parts = tl.groups.div_ceil(per_part);
-    let par = inner_par(parts);
-    let run = |part: usize| -> Vec<T> {
-        let mut du = zeros::<T>(16 * o_n * c_n);
-        let (g0, g1) = (part * per_part, ((part + 1) * per_part).min(tl.groups));
-        for gi in g0..g1 {
-            let (n0, ng) = tl.images(g, gi);
-            let tg = ng * tl.t;
-            T::with_scratch(16 * (c_n + o_n) * tg, |buf| {
-                let (v, dm) = buf.split_at_mut(16 * c_n * tg);
-                input_transform(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
-                output_transform_bwd(g, &tl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
-                for xi in 0..16 {
-                    gemm(
-                        o_n,
-                        c_n,
-                        tg,
-                        &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
-                        c_n,
-                        gi > g0,
-                        Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-                        Mat::transposed(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
-                        par,
-                    );
-                }
-            });
-        }
-        du
-    };
-    let mut partials: Vec<Vec<T>> = if matches!(par, Parallelism::None) {
-        (0..parts).into_par_iter().map(run).collect()
-    } else {
-        (0..parts).map(run).collect()
-    };
-    let mut du = std::mem::take(&mut partials[0]);
-    for part in &partials[1..] {
-        for (a, &b) in du.iter_mut().zip(part) {
-            *a += b;
-        }
-    }
-    filter_transform_bwd(g, &du)
 }

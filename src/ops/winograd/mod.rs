@@ -1,0 +1,705 @@
+//! Winograd F(m x m, r x r) for stride-1 square-kernel convolutions (any
+//! zero padding): [`super::conv::choose_algo`] picks F(2x2, 3x3) (with the
+//! hand-written transforms of [`f23`]) and F(3x3, 4x4).
+//!
+//! Forward: `Y_tile = A^T [ (G g G^T) ⊙ (B^T d B) ] A` over `α x α` input
+//! tiles (`α = m + r - 1`) at stride `m`, done as `α²` GEMMs
+//! `M[ξ] (O, T) = U[ξ] (O, C) * V[ξ] (C, T)`.
+//! The backward is the exact adjoint of that computation (not a separate
+//! Winograd of the transposed convolution):
+//! * `dM[ξ] = A dY A^T` per tile,
+//! * input gradient: `dV[ξ] = U[ξ]^T dM[ξ]`, then `dd = B dV B^T` scattered
+//!   back (tiles overlap by `r - 1`),
+//! * weight gradient: `dU[ξ] = sum_t dM[ξ] V[ξ]^T`, then `dg = G^T dU G`.
+//!
+//! The matrices come from Toom-Cook interpolation at the points
+//! 0, 1, -1, 2, -2, 1/2, ... and infinity; `B^T` is solved for numerically
+//! so any (m, r) works. The per-tile transforms run on whole tile rows, with
+//! each row split into its `m` phases (`x[m*q + p]`), so every inner loop is
+//! a contiguous, vectorisable multiply-add.
+//!
+//! Images are processed in groups (so GEMMs have enough columns even for
+//! small maps), in parallel over groups; the weight gradient is reduced in
+//! a fixed order (independent of the thread count).
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+mod f23;
+
+use super::conv::Geom;
+use super::gemm::{gemm, zeros, Elem, Mat, Parallelism};
+use super::simd;
+
+/// Tiles per GEMM we aim for when grouping images.
+const TARGET_TILES: usize = 576;
+/// Max number of weight-gradient partial sums.
+const MAX_PARTIALS: usize = 16;
+/// Largest tile we build matrices for (`m + r - 1`).
+const MAX_ALPHA: usize = 8;
+
+/// Nonzero entries of one row (or column) of a transform matrix.
+type Sparse = Vec<(usize, f64)>;
+
+/// The transform matrices of one F(m, r).
+pub struct Transform {
+    pub m: usize,
+    pub r: usize,
+    pub alpha: usize,
+    /// `G` (α, r), dense.
+    g: Vec<f64>,
+    /// Rows of `A^T` (m of them, over α).
+    at_rows: Vec<Sparse>,
+    /// Columns of `A^T` (α of them, over m).
+    at_cols: Vec<Sparse>,
+    /// Rows of `B^T` (α, over α).
+    bt_rows: Vec<Sparse>,
+    /// Columns of `B^T` (α, over α).
+    bt_cols: Vec<Sparse>,
+}
+
+fn sparse_rows(mat: &[f64], rows: usize, cols: usize) -> Vec<Sparse> {
+    (0..rows).map(|i| (0..cols).map(|j| (j, mat[i * cols + j])).filter(|&(_, v)| v.abs() > 1e-12).collect()).collect()
+}
+
+fn sparse_cols(mat: &[f64], rows: usize, cols: usize) -> Vec<Sparse> {
+    (0..cols).map(|j| (0..rows).map(|i| (i, mat[i * cols + j])).filter(|&(_, v)| v.abs() > 1e-12).collect()).collect()
+}
+
+/// Solves the square system `a z = b` (Gaussian elimination, partial pivoting).
+fn solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Vec<f64> {
+    for col in 0..n {
+        let piv = (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs())).unwrap();
+        for k in 0..n {
+            a.swap(col * n + k, piv * n + k);
+        }
+        b.swap(col, piv);
+        for row in col + 1..n {
+            let f = a[row * n + col] / a[col * n + col];
+            for k in col..n {
+                a[row * n + k] -= f * a[col * n + k];
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut z = vec![0.0; n];
+    for row in (0..n).rev() {
+        let s: f64 = (row + 1..n).map(|k| a[row * n + k] * z[k]).sum();
+        z[row] = (b[row] - s) / a[row * n + row];
+    }
+    z
+}
+
+impl Transform {
+    fn new(m: usize, r: usize) -> Self {
+        let alpha = m + r - 1;
+        assert!(m >= 1 && r >= 1 && alpha <= MAX_ALPHA, "F({m}, {r}) not supported");
+        let all: [f64; 7] = [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5];
+        let pts = &all[..alpha - 1];
+        // A^T (m, α): Vandermonde columns at the points, then infinity.
+        let mut at = vec![0.0; m * alpha];
+        for i in 0..m {
+            for (k, p) in pts.iter().enumerate() {
+                at[i * alpha + k] = p.powi(i as i32);
+            }
+        }
+        at[(m - 1) * alpha + alpha - 1] = 1.0;
+        // G (α, r): p^j / prod_{l != k} (p_k - p_l), then infinity.
+        let mut g = vec![0.0; alpha * r];
+        for (k, p) in pts.iter().enumerate() {
+            let f: f64 = pts.iter().enumerate().filter(|&(l, _)| l != k).map(|(_, q)| p - q).product();
+            for j in 0..r {
+                g[k * r + j] = p.powi(j as i32) / f;
+            }
+        }
+        g[(alpha - 1) * r + r - 1] = 1.0;
+        // B^T from the requirement sum_k AT[i][k] G[k][j] BT[k][l] = [l == i + j],
+        // column by column, by least squares (the system is consistent).
+        let mut bt = vec![0.0; alpha * alpha];
+        for l in 0..alpha {
+            let e = |i: usize, j: usize, k: usize| at[i * alpha + k] * g[k * r + j];
+            let mut ata = vec![0.0; alpha * alpha];
+            let mut atb = vec![0.0; alpha];
+            for i in 0..m {
+                for j in 0..r {
+                    let target = if i + j == l { 1.0 } else { 0.0 };
+                    for k in 0..alpha {
+                        atb[k] += e(i, j, k) * target;
+                        for k2 in 0..alpha {
+                            ata[k * alpha + k2] += e(i, j, k) * e(i, j, k2);
+                        }
+                    }
+                }
+            }
+            let z = solve(ata, atb, alpha);
+            for k in 0..alpha {
+                bt[k * alpha + l] = if z[k].abs() < 1e-10 { 0.0 } else { z[k] };
+            }
+        }
+        Transform {
+            m,
+            r,
+            alpha,
+            g,
+            at_rows: sparse_rows(&at, m, alpha),
+            at_cols: sparse_cols(&at, m, alpha),
+            bt_rows: sparse_rows(&bt, alpha, alpha),
+            bt_cols: sparse_cols(&bt, alpha, alpha),
+        }
+    }
+
+    fn planes(&self) -> usize {
+        self.alpha * self.alpha
+    }
+
+    /// Largest `|sum_k AT[i][k] G[k][j] BT[k][l] - [l == i + j]|` (0 up to rounding).
+    pub fn identity_error(&self) -> f64 {
+        let (m, r, a) = (self.m, self.r, self.alpha);
+        let dense = |rows: &[Sparse], n: usize| {
+            let mut d = vec![0.0; rows.len() * n];
+            for (i, row) in rows.iter().enumerate() {
+                for &(j, v) in row {
+                    d[i * n + j] = v;
+                }
+            }
+            d
+        };
+        let (at, bt) = (dense(&self.at_rows, a), dense(&self.bt_rows, a));
+        let mut worst: f64 = 0.0;
+        for i in 0..m {
+            for j in 0..r {
+                for l in 0..a {
+                    let s: f64 = (0..a).map(|k| at[i * a + k] * self.g[k * r + j] * bt[k * a + l]).sum();
+                    worst = worst.max((s - if l == i + j { 1.0 } else { 0.0 }).abs());
+                }
+            }
+        }
+        worst
+    }
+}
+
+/// The cached transform for F(m, r).
+pub fn transform(m: usize, r: usize) -> &'static Transform {
+    static CACHE: OnceLock<Vec<OnceLock<Transform>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| (0..MAX_ALPHA * MAX_ALPHA).map(|_| OnceLock::new()).collect());
+    assert!(m < MAX_ALPHA && r < MAX_ALPHA);
+    cache[m * MAX_ALPHA + r].get_or_init(|| Transform::new(m, r))
+}
+
+/// F(2x2, 3x3) uses the hand-written transforms (`FER_WINOGRAD=general`
+/// turns them off, for A/B checks and so the tests can cover both).
+fn fast23(tf: &Transform) -> bool {
+    static GENERAL: OnceLock<bool> = OnceLock::new();
+    tf.m == 2 && tf.r == 3 && !*GENERAL.get_or_init(|| std::env::var("FER_WINOGRAD").is_ok_and(|v| v == "general"))
+}
+
+/// Whether Winograd handles this convolution at all (square kernel, stride 1).
+pub fn applicable(g: &Geom) -> bool {
+    g.kh == g.kw && g.kh >= 2 && g.stride == 1
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Tiles {
+    m: usize,
+    /// tile rows / cols per image
+    th: usize,
+    tw: usize,
+    /// tiles per image
+    t: usize,
+    /// images per group
+    gs: usize,
+    groups: usize,
+    /// phase length of a padded tile row (`m * q` columns)
+    q: usize,
+}
+
+impl Tiles {
+    fn new(g: &Geom, tf: &Transform) -> Self {
+        let m = tf.m;
+        let (th, tw) = (g.oh.div_ceil(m), g.ow.div_ceil(m));
+        let t = th * tw;
+        let gs = TARGET_TILES.div_ceil(t.max(1)).clamp(1, g.n.max(1));
+        let wp = m * tw + tf.r - 1;
+        Tiles { m, th, tw, t, gs, groups: g.n.div_ceil(gs), q: wp.div_ceil(m) }
+    }
+    fn images(&self, g: &Geom, gi: usize) -> (usize, usize) {
+        let n0 = gi * self.gs;
+        (n0, (n0 + self.gs).min(g.n) - n0)
+    }
+}
+
+fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+fn inner_par(jobs: usize) -> Parallelism {
+    let t = threads();
+    if t > 1 && jobs < t {
+        Parallelism::Rayon(t)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `out = sum coef * src(k)[off(k)..off(k) + out.len()]` over `terms`.
+#[inline(always)]
+fn lincomb<'a, T: Elem>(out: &mut [T], terms: &Sparse, src: impl Fn(usize) -> &'a [T]) {
+    let n = out.len();
+    let mut first = true;
+    for &(k, coef) in terms {
+        let s = &src(k)[..n];
+        let c = T::from_f64(coef);
+        if first {
+            out.iter_mut().zip(s).for_each(|(o, &v)| *o = c * v);
+            first = false;
+        } else {
+            out.iter_mut().zip(s).for_each(|(o, &v)| *o += c * v);
+        }
+    }
+    if first {
+        out.fill(T::ZERO);
+    }
+}
+
+/// `U[ξ][o][c]` (α², O, C) from `w (O, C, r, r)`.
+fn filter_transform<T: Elem>(g: &Geom, tf: &Transform, w: &[T]) -> Vec<T> {
+    let (o_n, c_n, r, a) = (g.o, g.c, tf.r, tf.alpha);
+    let mut u = zeros::<T>(tf.planes() * o_n * c_n);
+    let mut gk = vec![0.0f64; a * r];
+    for o in 0..o_n {
+        for c in 0..c_n {
+            let k = &w[(o * c_n + c) * r * r..(o * c_n + c + 1) * r * r];
+            for i in 0..a {
+                for j in 0..r {
+                    gk[i * r + j] = (0..r).map(|l| tf.g[i * r + l] * k[l * r + j].to_f64()).sum();
+                }
+            }
+            for i in 0..a {
+                for b in 0..a {
+                    let v: f64 = (0..r).map(|j| gk[i * r + j] * tf.g[b * r + j]).sum();
+                    u[((i * a + b) * o_n + o) * c_n + c] = T::from_f64(v);
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `dw (O, C, r, r)` from `dU[ξ][o][c]`: `dg = G^T dU G`.
+fn filter_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, du: &[T]) -> Vec<T> {
+    let (o_n, c_n, r, a) = (g.o, g.c, tf.r, tf.alpha);
+    let mut dw = zeros::<T>(o_n * c_n * r * r);
+    let mut t = vec![0.0f64; r * a];
+    for o in 0..o_n {
+        for c in 0..c_n {
+            let at = |i: usize, b: usize| du[((i * a + b) * o_n + o) * c_n + c].to_f64();
+            for j in 0..r {
+                for b in 0..a {
+                    t[j * a + b] = (0..a).map(|i| tf.g[i * r + j] * at(i, b)).sum();
+                }
+            }
+            let k = &mut dw[(o * c_n + c) * r * r..(o * c_n + c + 1) * r * r];
+            for j in 0..r {
+                for l in 0..r {
+                    k[j * r + l] = T::from_f64((0..a).map(|b| t[j * a + b] * tf.g[b * r + l]).sum());
+                }
+            }
+        }
+    }
+    dw
+}
+
+/// Copies input row `ih` of `xc` (H, W) into `dst` at padded column
+/// offset `pl`, zero elsewhere (zero row if `ih` is outside).
+#[inline(always)]
+fn load_padded_row<T: Elem>(xc: &[T], g: &Geom, ih: isize, pl: usize, dst: &mut [T]) {
+    if ih < 0 || ih >= g.h as isize {
+        dst.fill(T::ZERO);
+        return;
+    }
+    let xr = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
+    let lo = pl.min(dst.len());
+    let hi = (pl + g.w).min(dst.len());
+    dst[..lo].fill(T::ZERO);
+    dst[hi..].fill(T::ZERO);
+    if hi > lo {
+        dst[lo..hi].copy_from_slice(&xr[lo - pl..hi - pl]);
+    }
+}
+
+// The transforms below work on all tile rows of a group at once: tile row
+// `row = img * th + ti` of a padded plane is stored with `wpp = m * q`
+// columns, so its `m` phases are `q` long and the phases of all rows form
+// one long vector; every multiply-add then runs over `R * q` (or `R * tw`)
+// elements instead of one tile row's `tw`.
+
+/// `V[ξ][c][t]` (α², C, tg) for `ng` images `x (ng, C, H, W)`.
+#[inline(always)]
+fn input_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
+    let (c_n, th, tw, a, m, q) = (g.c, tl.th, tl.tw, tf.alpha, tl.m, tl.q);
+    let (rows, wpp, tg) = (ng * th, m * q, ng * tl.t);
+    let hp = m * th + tf.r - 1;
+    let pl_len = rows * q + a;
+    let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
+    let mut xp = vec![T::ZERO; hp * wpp];
+    let mut tmp = vec![T::ZERO; a * rows * wpp];
+    let mut ph = vec![T::ZERO; m * pl_len];
+    let mut out = vec![T::ZERO; rows * q];
+    for c in 0..c_n {
+        for img in 0..ng {
+            let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
+            for rr in 0..hp {
+                load_padded_row(xc, g, rr as isize - pt, pl, &mut xp[rr * wpp..(rr + 1) * wpp]);
+            }
+            for ti in 0..th {
+                let row = img * th + ti;
+                for i in 0..a {
+                    let dst = &mut tmp[(i * rows + row) * wpp..(i * rows + row + 1) * wpp];
+                    lincomb(dst, &tf.bt_rows[i], |k| &xp[(m * ti + k) * wpp..(m * ti + k + 1) * wpp]);
+                }
+            }
+        }
+        for i in 0..a {
+            // one pass over the rows, m output streams
+            let ti_ = &tmp[i * rows * wpp..(i + 1) * rows * wpp];
+            for (u, chunk) in ti_.chunks_exact(m).enumerate() {
+                for (p, &val) in chunk.iter().enumerate() {
+                    ph[p * pl_len + u] = val;
+                }
+            }
+            for b in 0..a {
+                lincomb(&mut out, &tf.bt_rows[b], |k| {
+                    let s = (k % m) * pl_len + k / m;
+                    &ph[s..s + rows * q]
+                });
+                let base = ((i * a + b) * c_n + c) * tg;
+                for row in 0..rows {
+                    v[base + row * tw..base + (row + 1) * tw].copy_from_slice(&out[row * q..row * q + tw]);
+                }
+            }
+        }
+    }
+}
+
+/// Adds `B dV B^T` of every tile (tiles overlap) into `dx (ng, C, H, W)`.
+#[inline(always)]
+fn input_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
+    let (c_n, th, tw, a, m, q) = (g.c, tl.th, tl.tw, tf.alpha, tl.m, tl.q);
+    let (rows, wpp, tg) = (ng * th, m * q, ng * tl.t);
+    let hp = m * th + tf.r - 1;
+    let pl_len = rows * q + a;
+    let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
+    let mut dout = vec![T::ZERO; a * rows * q];
+    let mut dph = vec![T::ZERO; m * pl_len];
+    let mut wk = vec![T::ZERO; rows * q];
+    let mut e = vec![T::ZERO; a * rows * wpp];
+    let mut dxp = vec![T::ZERO; hp * wpp];
+    let mut acc = vec![T::ZERO; wpp];
+    let lo = pl.min(wpp);
+    let hi = (pl + g.w).min(wpp);
+    for c in 0..c_n {
+        // column adjoint, per row of the tile: e_i = phases of sum_k BT[.][k] dV
+        for i in 0..a {
+            for b in 0..a {
+                let base = ((i * a + b) * c_n + c) * tg;
+                let d = &mut dout[b * rows * q..(b + 1) * rows * q];
+                for row in 0..rows {
+                    d[row * q..row * q + tw].copy_from_slice(&dv[base + row * tw..base + (row + 1) * tw]);
+                    d[row * q + tw..(row + 1) * q].fill(T::ZERO);
+                }
+            }
+            dph.fill(T::ZERO);
+            for k in 0..a {
+                lincomb(&mut wk, &tf.bt_cols[k], |b| &dout[b * rows * q..(b + 1) * rows * q]);
+                let s = (k % m) * pl_len + k / m;
+                dph[s..s + rows * q].iter_mut().zip(&wk).for_each(|(p, &w)| *p += w);
+            }
+            let ei = &mut e[i * rows * wpp..(i + 1) * rows * wpp];
+            for (u, chunk) in ei.chunks_exact_mut(m).enumerate() {
+                for (p, d) in chunk.iter_mut().enumerate() {
+                    *d = dph[p * pl_len + u];
+                }
+            }
+        }
+        // row adjoint: padded input row m*ti + k gets sum_i BT[i][k] e_i
+        for img in 0..ng {
+            dxp.fill(T::ZERO);
+            for ti in 0..th {
+                let row = img * th + ti;
+                for k in 0..a {
+                    lincomb(&mut acc, &tf.bt_cols[k], |i| &e[(i * rows + row) * wpp..(i * rows + row + 1) * wpp]);
+                    let d = &mut dxp[(m * ti + k) * wpp..(m * ti + k + 1) * wpp];
+                    d.iter_mut().zip(&acc).for_each(|(o, &w)| *o += w);
+                }
+            }
+            if hi <= lo {
+                continue;
+            }
+            let xc = &mut dx[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
+            for rr in 0..hp {
+                let ih = rr as isize - pt;
+                if ih < 0 || ih >= g.h as isize {
+                    continue;
+                }
+                let xr = &mut xc[ih as usize * g.w..(ih as usize + 1) * g.w];
+                let src = &dxp[rr * wpp + lo..rr * wpp + hi];
+                xr[lo - pl..hi - pl].iter_mut().zip(src).for_each(|(o, &w)| *o += w);
+            }
+        }
+    }
+}
+
+/// `y (ng, O, OH, OW)` from `M[ξ][o][t]`.
+#[inline(always)]
+fn output_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T]) {
+    let (o_n, p, th, tw, a, m) = (g.o, g.p(), tl.th, tl.tw, tf.alpha, tl.m);
+    let tg = ng * tl.t;
+    let mut s = vec![T::ZERO; a * tg];
+    let mut z = vec![T::ZERO; m * tg];
+    let full = g.ow / m; // tiles whose m columns are all inside the row
+    for o in 0..o_n {
+        for i in 0..m {
+            for b in 0..a {
+                lincomb(&mut s[b * tg..(b + 1) * tg], &tf.at_rows[i], |k| {
+                    let base = ((k * a + b) * o_n + o) * tg;
+                    &mm[base..base + tg]
+                });
+            }
+            for j in 0..m {
+                lincomb(&mut z[j * tg..(j + 1) * tg], &tf.at_rows[j], |b| &s[b * tg..(b + 1) * tg]);
+            }
+            // one pass per output row, reading the m column streams
+            for img in 0..ng {
+                let yo = &mut y[(img * o_n + o) * p..(img * o_n + o + 1) * p];
+                for ti in 0..th {
+                    let oh = m * ti + i;
+                    if oh >= g.oh {
+                        break;
+                    }
+                    let t0 = (img * th + ti) * tw;
+                    let yr = &mut yo[oh * g.ow..(oh + 1) * g.ow];
+                    for (tj, chunk) in yr.chunks_exact_mut(m).enumerate() {
+                        for (j, d) in chunk.iter_mut().enumerate() {
+                            *d = z[j * tg + t0 + tj];
+                        }
+                    }
+                    for (j, d) in yr[full * m..].iter_mut().enumerate() {
+                        *d = z[j * tg + t0 + full];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dM[ξ][o][t] = A dY A^T` from `dy (ng, O, OH, OW)`.
+#[inline(always)]
+fn output_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
+    let (o_n, p, th, tw, a, m) = (g.o, g.p(), tl.th, tl.tw, tf.alpha, tl.m);
+    let tg = ng * tl.t;
+    let mut dz = vec![T::ZERO; m * tg];
+    let mut ds = vec![T::ZERO; m * a * tg];
+    let full = g.ow / m;
+    for o in 0..o_n {
+        for i in 0..m {
+            // one pass per dY row, into m column streams (zero past the edge)
+            for img in 0..ng {
+                let yo = &dy[(img * o_n + o) * p..(img * o_n + o + 1) * p];
+                for ti in 0..th {
+                    let oh = m * ti + i;
+                    let t0 = (img * th + ti) * tw;
+                    if oh >= g.oh {
+                        for j in 0..m {
+                            dz[j * tg + t0..j * tg + t0 + tw].fill(T::ZERO);
+                        }
+                        continue;
+                    }
+                    let yr = &yo[oh * g.ow..(oh + 1) * g.ow];
+                    for (tj, chunk) in yr.chunks_exact(m).enumerate() {
+                        for (j, &val) in chunk.iter().enumerate() {
+                            dz[j * tg + t0 + tj] = val;
+                        }
+                    }
+                    for tj in full..tw {
+                        for j in 0..m {
+                            dz[j * tg + t0 + tj] = yr.get(m * tj + j).copied().unwrap_or(T::ZERO);
+                        }
+                    }
+                }
+            }
+            for b in 0..a {
+                lincomb(&mut ds[(i * a + b) * tg..(i * a + b + 1) * tg], &tf.at_cols[b], |j| &dz[j * tg..(j + 1) * tg]);
+            }
+        }
+        for k in 0..a {
+            for b in 0..a {
+                let base = ((k * a + b) * o_n + o) * tg;
+                lincomb(&mut dm[base..base + tg], &tf.at_cols[k], |i| &ds[(i * a + b) * tg..(i * a + b + 1) * tg]);
+            }
+        }
+    }
+}
+
+/// Forward: `x (N, C, H, W)`, `w (O, C, r, r)` -> `y (N, O, OH, OW)` with F(m, r).
+pub fn conv2d_fwd<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T]) -> Vec<T> {
+    let tf = transform(m, g.kh);
+    let tl = Tiles::new(g, tf);
+    let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
+    let mut y = zeros::<T>(g.n * op);
+    if y.is_empty() {
+        return y;
+    }
+    let u = if fast23(tf) { f23::filter_transform(g, w) } else { filter_transform(g, tf, w) };
+    let par = inner_par(tl.groups);
+    let run = |gi: usize, yg: &mut [T]| {
+        let (n0, ng) = tl.images(g, gi);
+        let tg = ng * tl.t;
+        T::with_scratch(np * (c_n + o_n) * tg, |buf| {
+            let (v, mm) = buf.split_at_mut(np * c_n * tg);
+            let xg = &x[n0 * chw..(n0 + ng) * chw];
+                if fast23(tf) {
+                    f23::input_transform(g, &tl, xg, ng, v)
+                } else {
+                    simd::dispatch(#[inline(always)] || input_transform(g, tf, &tl, xg, ng, v))
+                }
+            for xi in 0..np {
+                gemm(
+                    o_n,
+                    tg,
+                    c_n,
+                    &mut mm[xi * o_n * tg..(xi + 1) * o_n * tg],
+                    tg,
+                    false,
+                    Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
+                    Mat::row_major(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+                    par,
+                );
+            }
+            if fast23(tf) {
+                f23::output_transform(g, &tl, mm, ng, yg)
+            } else {
+                simd::dispatch(#[inline(always)] || output_transform(g, tf, &tl, mm, ng, yg))
+            }
+        })
+    };
+    if matches!(par, Parallelism::None) {
+        y.par_chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg));
+    } else {
+        y.chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg));
+    }
+    y
+}
+
+/// Input gradient: `dy (N, O, OH, OW)`, `w` -> `dx (N, C, H, W)`.
+pub fn conv2d_bwd_input<T: Elem>(g: &Geom, m: usize, dy: &[T], w: &[T]) -> Vec<T> {
+    let tf = transform(m, g.kh);
+    let tl = Tiles::new(g, tf);
+    let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
+    let mut dx = zeros::<T>(g.n * chw);
+    if dx.is_empty() || op == 0 {
+        return dx;
+    }
+    let u = if fast23(tf) { f23::filter_transform(g, w) } else { filter_transform(g, tf, w) };
+    let par = inner_par(tl.groups);
+    let run = |gi: usize, dxg: &mut [T]| {
+        let (n0, ng) = tl.images(g, gi);
+        let tg = ng * tl.t;
+        T::with_scratch(np * (c_n + o_n) * tg, |buf| {
+            let (dv, dm) = buf.split_at_mut(np * c_n * tg);
+            let dyg = &dy[n0 * op..(n0 + ng) * op];
+                if fast23(tf) {
+                    f23::output_transform_bwd(g, &tl, dyg, ng, dm)
+                } else {
+                    simd::dispatch(#[inline(always)] || output_transform_bwd(g, tf, &tl, dyg, ng, dm))
+                }
+            for xi in 0..np {
+                gemm(
+                    c_n,
+                    tg,
+                    o_n,
+                    &mut dv[xi * c_n * tg..(xi + 1) * c_n * tg],
+                    tg,
+                    false,
+                    Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
+                    Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+                    par,
+                );
+            }
+            if fast23(tf) {
+                f23::input_transform_bwd(g, &tl, dv, ng, dxg)
+            } else {
+                simd::dispatch(#[inline(always)] || input_transform_bwd(g, tf, &tl, dv, ng, dxg))
+            }
+        })
+    };
+    if matches!(par, Parallelism::None) {
+        dx.par_chunks_mut(tl.gs * chw).enumerate().for_each(|(gi, dxg)| run(gi, dxg));
+    } else {
+        dx.chunks_mut(tl.gs * chw).enumerate().for_each(|(gi, dxg)| run(gi, dxg));
+    }
+    dx
+}
+
+/// Weight gradient: `x`, `dy` -> `dw (O, C, r, r)`.
+pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<T> {
+    let tf = transform(m, g.kh);
+    let tl = Tiles::new(g, tf);
+    let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
+    if g.n == 0 || op == 0 {
+        return zeros::<T>(o_n * c_n * g.kh * g.kw);
+    }
+    // Fixed partition of groups into partial sums (thread-count independent).
+    let per_part = tl.groups.div_ceil(MAX_PARTIALS);
+    let parts = tl.groups.div_ceil(per_part);
+    let par = inner_par(parts);
+    let run = |part: usize| -> Vec<T> {
+        let mut du = zeros::<T>(np * o_n * c_n);
+        let (g0, g1) = (part * per_part, ((part + 1) * per_part).min(tl.groups));
+        for gi in g0..g1 {
+            let (n0, ng) = tl.images(g, gi);
+            let tg = ng * tl.t;
+            T::with_scratch(np * (c_n + o_n) * tg, |buf| {
+                let (v, dm) = buf.split_at_mut(np * c_n * tg);
+                let xg = &x[n0 * chw..(n0 + ng) * chw];
+                if fast23(tf) {
+                    f23::input_transform(g, &tl, xg, ng, v)
+                } else {
+                    simd::dispatch(#[inline(always)] || input_transform(g, tf, &tl, xg, ng, v))
+                }
+                let dyg = &dy[n0 * op..(n0 + ng) * op];
+                if fast23(tf) {
+                    f23::output_transform_bwd(g, &tl, dyg, ng, dm)
+                } else {
+                    simd::dispatch(#[inline(always)] || output_transform_bwd(g, tf, &tl, dyg, ng, dm))
+                }
+                for xi in 0..np {
+                    gemm(
+                        o_n,
+                        c_n,
+                        tg,
+                        &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
+                        c_n,
+                        gi > g0,
+                        Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+                        Mat::transposed(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+                        par,
+                    );
+                }
+            });
+        }
+        du
+    };
+    let mut partials: Vec<Vec<T>> = if matches!(par, Parallelism::None) {
+        (0..parts).into_par_iter().map(run).collect()
+    } else {
+        (0..parts).map(run).collect()
+    };
+    let mut du = std::mem::take(&mut partials[0]);
+    for part in &partials[1..] {
+        for (a, &b) in du.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    if fast23(tf) { f23::filter_transform_bwd(g, &du) } else { filter_transform_bwd(g, tf, &du) }
+}
