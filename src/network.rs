@@ -53,6 +53,17 @@ impl Network {
         let mut xs = x.clone();
         let mut i = 0;
         while i < self.layers.len() {
+            if !train {
+                if let (Layer::Conv2d(conv), Some(Layer::BatchNorm2d(bn))) = (&self.layers[i], self.layers.get(i + 1)) {
+                    let relu = matches!(self.layers.get(i + 2), Some(Layer::Relu));
+                    let (scale, shift) = bn.inference_affine()?;
+                    if let Some(ys) = conv.forward_folded(&xs, &scale, &shift, relu)? {
+                        xs = ys;
+                        i += if relu { 3 } else { 2 };
+                        continue;
+                    }
+                }
+            }
             match (&self.layers[i], self.layers.get(i + 1)) {
                 (Layer::BatchNorm2d(bn), Some(Layer::Relu)) => {
                     xs = bn.forward_act(&xs, train, true)?;
@@ -67,8 +78,8 @@ impl Network {
         Ok(xs)
     }
 
-    /// Inference forward pass: no dropout, running BatchNorm statistics, no
-    /// autograd graph.
+    /// Inference forward pass: no dropout, running BatchNorm statistics
+    /// (folded into the preceding conv), no autograd graph.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         // Inference never draws from the generator; any seed will do.
         self.forward_t(x, false, &mut ChaCha8Rng::seed_from_u64(0))
@@ -193,6 +204,32 @@ pub(crate) mod tests {
         use rand::Rng;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         (0..n * per).map(|_| rng.random::<f32>()).collect()
+    }
+
+    /// Inference folds BatchNorm into the conv before it; the result must
+    /// match running the layers one by one (unfolded BatchNorm).
+    #[test]
+    fn folded_batch_norm_matches_layer_by_layer() {
+        let net = Network::new(tiny_spec(), 3).unwrap();
+        // Non-trivial BatchNorm parameters and running statistics.
+        for (k, v) in net.named_vars().iter().enumerate() {
+            if v.name.starts_with("layers.1.") {
+                let t = Tensor::from_vec((0..4).map(|c| 0.3 + 0.2 * (c + k) as f32).collect::<Vec<_>>(), 4, &Device::Cpu).unwrap();
+                let t = if v.name.ends_with("bias") || v.name.ends_with("mean") { (t - 0.6).unwrap() } else { t };
+                v.var.set(&t).unwrap();
+            }
+        }
+        let x = net.images_tensor(&images(5, 144, 9), 5).unwrap();
+        let folded: Vec<f32> = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut xs = x.clone();
+        for layer in net.layers() {
+            xs = layer.forward_t(&xs, false, &mut rng).unwrap();
+        }
+        let plain: Vec<f32> = xs.flatten_all().unwrap().to_vec1().unwrap();
+        let worst = folded.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = plain.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-5 * scale.max(1.0), "{worst} vs {scale}");
     }
 
     #[test]

@@ -41,6 +41,23 @@ impl Conv2d {
         ops::conv2d_bias_act(xs, &value(&self.weight, train), bias.as_ref(), self.padding, self.stride, relu)
     }
 
+    /// Inference of this conv followed by the per-channel affine map of an
+    /// inference BatchNorm (and a ReLU when `relu`), folded into the conv's
+    /// weights and bias: one fused pass instead of three. `None` when the
+    /// conv has its own activation (the map would not commute with it).
+    pub fn forward_folded(&self, xs: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Result<Option<Tensor>> {
+        if self.activation != Activation::None {
+            return Ok(None);
+        }
+        let w = value(&self.weight, false);
+        let w = w.broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
+        let b = match &self.bias {
+            Some(b) => (value(b, false) * scale)?.add(shift)?,
+            None => shift.clone(),
+        };
+        ops::conv2d_bias_act(xs, &w, Some(&b), self.padding, self.stride, relu).map(Some)
+    }
+
     pub fn params(&self) -> Vec<Param<'_>> {
         let mut p = vec![Param { name: "weight", var: &self.weight, trainable: true }];
         if let Some(b) = &self.bias {

@@ -36,6 +36,14 @@ impl BatchNorm2d {
         self.forward_act(xs, train, false)
     }
 
+    /// Inference as a per-channel affine map `y = scale * x + shift` (C each).
+    pub fn inference_affine(&self) -> Result<(Tensor, Tensor)> {
+        let gamma = value(&self.gamma, false);
+        let scale = gamma.broadcast_div(&(value(&self.running_var, false) + self.eps)?.sqrt()?)?;
+        let shift = (value(&self.beta, false) - value(&self.running_mean, false).broadcast_mul(&scale)?)?;
+        Ok((scale, shift))
+    }
+
     /// `forward_t` followed by a ReLU when `relu`, fused into the same pass
     /// in training (a separate ReLU costs a pass forward and several
     /// backward, more than the normalisation itself).
