@@ -290,8 +290,8 @@ pub enum Algo {
 /// save. Measured with `bench_ops --raw [--kernel 4]` (2 cores, batch 64,
 /// CPU ms of fwd+dx+dw) and end to end with `bench_speed.py`: for the 4x4
 /// convs 2-4 of seed4x4, im2col 575, F(2x2) 453, F(3x3) 414; for 3x3 the
-/// larger tiles F(3x3)/F(4x4) win in isolation but lose to the hand-written
-/// F(2x2, 3x3) in training (about 5%).
+/// larger tiles F(3x3)/F(4x4) win in isolation but not in training, where
+/// the hand-written F(2x2, 3x3) was as fast or faster (within noise).
 pub fn choose_algo(g: &Geom) -> Algo {
     static FORCE: std::sync::OnceLock<Option<Algo>> = std::sync::OnceLock::new();
     let force = *FORCE.get_or_init(|| match std::env::var("FER_CONV").ok()?.as_str() {

@@ -4,7 +4,8 @@
 //! anywhere; `gemm` dispatches its own kernels at run time, and this does
 //! the same for our loops: the closure (and the `#[inline(always)]` code it
 //! calls) is inlined into a `#[target_feature]` function, where LLVM
-//! vectorises it with AVX2/FMA or AVX-512.
+//! vectorises it with AVX2/FMA or AVX-512. `FER_SIMD=baseline` or
+//! `FER_SIMD=avx2` caps the level (for A/B runs).
 
 use std::sync::OnceLock;
 
@@ -26,8 +27,10 @@ fn level() -> Level {
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl")
                 && is_x86_feature_detected!("avx512dq");
-            if std::env::var("FER_SIMD").is_ok_and(|v| v == "baseline") {
-                return Level::Baseline;
+            match std::env::var("FER_SIMD").as_deref() {
+                Ok("baseline") => return Level::Baseline,
+                Ok("avx2") if v3 => return Level::V3,
+                _ => {}
             }
             if v4 {
                 return Level::V4;

@@ -1,10 +1,11 @@
 //! Hand-written transforms for F(2x2, 3x3), the common case: fewer
 //! passes and buffers than the general F(m, r) ones in the parent module,
-//! and faster end to end for 3x3 kernels (`bench_speed.py`: seed3x3
-//! training about 5% faster than the general F(3x3, 3x3)). Same layouts:
+//! and not slower end to end for 3x3 kernels in `bench_speed.py` (the
+//! general F(3x3)/F(4x4) were faster only in isolation). Same layouts:
 //! `V[ξ][c][t]`, `M[ξ][o][t]`, `U[ξ][o][c]` with 16 planes. Compiled for
-//! baseline x86-64: under AVX-512 (`simd::dispatch`) seed3x3 trained ~8%
-//! slower.
+//! baseline x86-64: running them under `simd::dispatch` (AVX2 or AVX-512)
+//! made no difference that stood out of this VM's ±10% run-to-run noise
+//! (interleaved A/B of seed3x3 predict, 5 runs each).
 
 use super::super::conv::Geom;
 use super::super::gemm::{zeros, Elem};
