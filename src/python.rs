@@ -166,6 +166,8 @@ fn parse_pixels<'py>(
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // Before any worker thread exists, so none gets its own malloc arena.
+    crate::ops::alloc::tune_allocator();
     threads::configure_candle();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("EMOTIONS", EMOTIONS.to_vec())?;
