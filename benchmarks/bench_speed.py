@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -231,6 +234,25 @@ def time_keras(spec: dict, batch: int, batches: int, repeats: int) -> tuple[floa
     return statistics.median(rates), statistics.median(infer)
 
 
+def in_subprocess(name: str, spec: dict, args: argparse.Namespace) -> tuple[float, float] | None:
+    """Times Keras or torch in a fresh interpreter: importing fer tunes the
+    process's malloc (one arena), which must not slow the other framework."""
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "import bench_speed as b\n"
+        f"spec = json.loads({json.dumps(json.dumps(spec))})\n"
+        "try:\n"
+        f"    print(json.dumps(b.time_{name}(spec, {args.batch}, {args.batches}, {args.repeats})))\n"
+        "except ImportError:\n"
+        "    print('null')\n"
+    )
+    env = dict(os.environ, FER_NO_MALLOPT="1", TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return None if result is None else (float(result[0]), float(result[1]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated preset:pooling")
@@ -256,12 +278,13 @@ def main() -> None:
         gflops = 3 * forward_flops(spec) * train / 1e9
         line = f"{item:<20}{train:>12.1f}{gflops:>15.1f}{100 * gflops / peak:>7.0f}%{infer:>15.1f}"
         if args.compare:
-            for name, timer in (("keras", time_keras), ("torch", time_torch)):
-                try:
-                    t_train, t_infer = timer(spec, args.batch, args.batches, args.repeats)
-                    line += f"{t_train:>13.1f}{t_infer:>12.1f}{train / t_train:>8.2f}x{infer / t_infer:>7.2f}x"
-                except ImportError:
+            for name in ("keras", "torch"):
+                result = in_subprocess(name, spec, args)
+                if result is None:
                     line += f"{'(no ' + name + ')':>13}{'':>29}"
+                else:
+                    t_train, t_infer = result
+                    line += f"{t_train:>13.1f}{t_infer:>12.1f}{train / t_train:>8.2f}x{infer / t_infer:>7.2f}x"
         print(line, flush=True)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
