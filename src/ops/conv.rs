@@ -146,18 +146,54 @@ pub fn col2im<T: Elem>(g: &Geom, cols: &[T], dx: &mut [T]) {
     }
 }
 
-fn threads() -> usize {
-    rayon::current_num_threads().max(1)
-}
-
-/// Parallelism for GEMMs run inside `jobs` parallel outer jobs.
-fn inner_par(jobs: usize) -> Parallelism {
-    let t = threads();
+/// Parallelism for GEMMs run inside `jobs` outer jobs: the GEMMs get the
+/// threads only when there are fewer jobs than threads (then the jobs run in
+/// order, see [`for_each_chunk`] and [`map_jobs`]).
+pub(super) fn inner_par(jobs: usize) -> Parallelism {
+    let t = rayon::current_num_threads().max(1);
     if t > 1 && jobs < t {
         Parallelism::Rayon(t)
     } else {
         Parallelism::None
     }
+}
+
+/// Runs `f(i, chunk)` on the `len`-element chunks of `out`: in parallel when
+/// the GEMMs inside are single-threaded (`par` from [`inner_par`] is None),
+/// in order otherwise.
+pub(super) fn for_each_chunk<T: Send>(out: &mut [T], len: usize, par: Parallelism, f: impl Fn(usize, &mut [T]) + Sync) {
+    if matches!(par, Parallelism::None) {
+        out.par_chunks_mut(len).enumerate().for_each(|(i, chunk)| f(i, chunk));
+    } else {
+        out.chunks_mut(len).enumerate().for_each(|(i, chunk)| f(i, chunk));
+    }
+}
+
+/// `[f(0), .., f(jobs - 1)]`, parallel under the same rule as [`for_each_chunk`].
+pub(super) fn map_jobs<R: Send>(jobs: usize, par: Parallelism, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    if matches!(par, Parallelism::None) {
+        (0..jobs).into_par_iter().map(&f).collect()
+    } else {
+        (0..jobs).map(f).collect()
+    }
+}
+
+/// Element-wise `partials[0] + partials[1] + ...`, added in that order for
+/// every element, so the result does not depend on the thread count.
+pub(super) fn sum_partials<T: Elem>(mut partials: Vec<Vec<T>>) -> Vec<T> {
+    let mut sum = std::mem::take(&mut partials[0]);
+    if partials.len() > 1 {
+        let block = 4096;
+        sum.par_chunks_mut(block).enumerate().for_each(|(bi, d)| {
+            let len = d.len();
+            for part in &partials[1..] {
+                for (a, &b) in d.iter_mut().zip(&part[bi * block..bi * block + len]) {
+                    *a += b;
+                }
+            }
+        });
+    }
+    sum
 }
 
 /// Forward: `x (N, C, H, W)`, `w (O, C, KH, KW)` -> `y (N, O, OH, OW)`.
@@ -179,17 +215,7 @@ pub fn conv2d_fwd<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
         gemm(g.o, p, ckk, yn, p, false, Mat::row_major(w, ckk), Mat::row_major(b, p), par);
     };
     let cols_len = if g.is_pointwise() { 0 } else { ckk * p };
-    if matches!(par, Parallelism::None) {
-        y.par_chunks_mut(g.o * p)
-            .enumerate()
-            .for_each(|(n, yn)| T::with_scratch(cols_len, |cols| run(cols, n, yn)));
-    } else {
-        T::with_scratch(cols_len, |cols| {
-            for (n, yn) in y.chunks_mut(g.o * p).enumerate() {
-                run(cols, n, yn);
-            }
-        });
-    }
+    for_each_chunk(&mut y, g.o * p, par, |n, yn| T::with_scratch(cols_len, |cols| run(cols, n, yn)));
     y
 }
 
@@ -212,17 +238,7 @@ pub fn conv2d_bwd_input<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
         }
     };
     let cols_len = if g.is_pointwise() { 0 } else { ckk * p };
-    if matches!(par, Parallelism::None) {
-        dx.par_chunks_mut(chw)
-            .enumerate()
-            .for_each(|(n, dxn)| T::with_scratch(cols_len, |dcols| run(dcols, n, dxn)));
-    } else {
-        T::with_scratch(cols_len, |dcols| {
-            for (n, dxn) in dx.chunks_mut(chw).enumerate() {
-                run(dcols, n, dxn);
-            }
-        });
-    }
+    for_each_chunk(&mut dx, chw, par, |n, dxn| T::with_scratch(cols_len, |dcols| run(dcols, n, dxn)));
     dx
 }
 
@@ -251,28 +267,7 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
         }
         acc
     };
-    let mut partials: Vec<Vec<T>> = if matches!(par, Parallelism::None) {
-        (0..chunks)
-            .into_par_iter()
-            .map(|chunk| T::with_scratch(cols_len, |cols| run(cols, chunk)))
-            .collect()
-    } else {
-        T::with_scratch(cols_len, |cols| (0..chunks).map(|chunk| run(cols, chunk)).collect())
-    };
-    let mut dw = std::mem::take(&mut partials[0]);
-    if partials.len() > 1 {
-        // Fixed order per element: partial 0 + 1 + 2 + ...
-        let block = 4096;
-        dw.par_chunks_mut(block).enumerate().for_each(|(bi, d)| {
-            let len = d.len();
-            for part in &partials[1..] {
-                for (a, &b) in d.iter_mut().zip(&part[bi * block..bi * block + len]) {
-                    *a += b;
-                }
-            }
-        });
-    }
-    dw
+    sum_partials(map_jobs(chunks, par, |chunk| T::with_scratch(cols_len, |cols| run(cols, chunk))))
 }
 
 /// Convolution algorithm.

@@ -24,12 +24,10 @@
 
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
 mod f23;
 
-use super::conv::Geom;
-use super::gemm::{gemm, zeros, Elem, Mat, Parallelism};
+use super::conv::{for_each_chunk, inner_par, map_jobs, sum_partials, Geom};
+use super::gemm::{gemm, zeros, Elem, Mat};
 use super::simd;
 
 /// Tiles per GEMM we aim for when grouping images.
@@ -187,11 +185,62 @@ pub fn transform(m: usize, r: usize) -> &'static Transform {
     cache[m * MAX_ALPHA + r].get_or_init(|| Transform::new(m, r))
 }
 
-/// F(2x2, 3x3) uses the hand-written transforms (`FER_WINOGRAD=general`
-/// turns them off, for A/B checks and so the tests can cover both).
-fn fast23(tf: &Transform) -> bool {
-    static GENERAL: OnceLock<bool> = OnceLock::new();
-    tf.m == 2 && tf.r == 3 && !*GENERAL.get_or_init(|| std::env::var("FER_WINOGRAD").is_ok_and(|v| v == "general"))
+/// The transforms of one F(m, r): the hand-written ones of [`f23`] for
+/// F(2x2, 3x3) (`FER_WINOGRAD=general` turns them off, for A/B checks and
+/// so the tests can cover both), the general ones (run under
+/// `simd::dispatch`) otherwise.
+#[derive(Clone, Copy)]
+struct Kernels {
+    tf: &'static Transform,
+    fast23: bool,
+}
+
+impl Kernels {
+    fn new(m: usize, r: usize) -> Self {
+        static GENERAL: OnceLock<bool> = OnceLock::new();
+        let general = *GENERAL.get_or_init(|| std::env::var("FER_WINOGRAD").is_ok_and(|v| v == "general"));
+        Kernels { tf: transform(m, r), fast23: m == 2 && r == 3 && !general }
+    }
+
+    fn filter<T: Elem>(self, g: &Geom, w: &[T]) -> Vec<T> {
+        if self.fast23 { f23::filter_transform(g, w) } else { filter_transform(g, self.tf, w) }
+    }
+
+    fn filter_bwd<T: Elem>(self, g: &Geom, du: &[T]) -> Vec<T> {
+        if self.fast23 { f23::filter_transform_bwd(g, du) } else { filter_transform_bwd(g, self.tf, du) }
+    }
+
+    fn input<T: Elem>(self, g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
+        if self.fast23 {
+            f23::input_transform(g, tl, x, ng, v)
+        } else {
+            simd::dispatch(#[inline(always)] || input_transform(g, self.tf, tl, x, ng, v))
+        }
+    }
+
+    fn input_bwd<T: Elem>(self, g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
+        if self.fast23 {
+            f23::input_transform_bwd(g, tl, dv, ng, dx)
+        } else {
+            simd::dispatch(#[inline(always)] || input_transform_bwd(g, self.tf, tl, dv, ng, dx))
+        }
+    }
+
+    fn output<T: Elem>(self, g: &Geom, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T]) {
+        if self.fast23 {
+            f23::output_transform(g, tl, mm, ng, y)
+        } else {
+            simd::dispatch(#[inline(always)] || output_transform(g, self.tf, tl, mm, ng, y))
+        }
+    }
+
+    fn output_bwd<T: Elem>(self, g: &Geom, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
+        if self.fast23 {
+            f23::output_transform_bwd(g, tl, dy, ng, dm)
+        } else {
+            simd::dispatch(#[inline(always)] || output_transform_bwd(g, self.tf, tl, dy, ng, dm))
+        }
+    }
 }
 
 /// Whether Winograd handles this convolution at all (square kernel, stride 1).
@@ -226,19 +275,6 @@ impl Tiles {
     fn images(&self, g: &Geom, gi: usize) -> (usize, usize) {
         let n0 = gi * self.gs;
         (n0, (n0 + self.gs).min(g.n) - n0)
-    }
-}
-
-fn threads() -> usize {
-    rayon::current_num_threads().max(1)
-}
-
-fn inner_par(jobs: usize) -> Parallelism {
-    let t = threads();
-    if t > 1 && jobs < t {
-        Parallelism::Rayon(t)
-    } else {
-        Parallelism::None
     }
 }
 
@@ -543,26 +579,21 @@ fn output_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dy: &[T],
 
 /// Forward: `x (N, C, H, W)`, `w (O, C, r, r)` -> `y (N, O, OH, OW)` with F(m, r).
 pub fn conv2d_fwd<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T]) -> Vec<T> {
-    let tf = transform(m, g.kh);
-    let tl = Tiles::new(g, tf);
+    let k = Kernels::new(m, g.kh);
+    let (tf, tl) = (k.tf, Tiles::new(g, k.tf));
     let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
     let mut y = zeros::<T>(g.n * op);
     if y.is_empty() {
         return y;
     }
-    let u = if fast23(tf) { f23::filter_transform(g, w) } else { filter_transform(g, tf, w) };
+    let u = k.filter(g, w);
     let par = inner_par(tl.groups);
     let run = |gi: usize, yg: &mut [T]| {
         let (n0, ng) = tl.images(g, gi);
         let tg = ng * tl.t;
         T::with_scratch(np * (c_n + o_n) * tg, |buf| {
             let (v, mm) = buf.split_at_mut(np * c_n * tg);
-            let xg = &x[n0 * chw..(n0 + ng) * chw];
-                if fast23(tf) {
-                    f23::input_transform(g, &tl, xg, ng, v)
-                } else {
-                    simd::dispatch(#[inline(always)] || input_transform(g, tf, &tl, xg, ng, v))
-                }
+            k.input(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
             for xi in 0..np {
                 gemm(
                     o_n,
@@ -576,43 +607,30 @@ pub fn conv2d_fwd<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T]) -> Vec<T> {
                     par,
                 );
             }
-            if fast23(tf) {
-                f23::output_transform(g, &tl, mm, ng, yg)
-            } else {
-                simd::dispatch(#[inline(always)] || output_transform(g, tf, &tl, mm, ng, yg))
-            }
+            k.output(g, &tl, mm, ng, yg);
         })
     };
-    if matches!(par, Parallelism::None) {
-        y.par_chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg));
-    } else {
-        y.chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg));
-    }
+    for_each_chunk(&mut y, tl.gs * op, par, run);
     y
 }
 
 /// Input gradient: `dy (N, O, OH, OW)`, `w` -> `dx (N, C, H, W)`.
 pub fn conv2d_bwd_input<T: Elem>(g: &Geom, m: usize, dy: &[T], w: &[T]) -> Vec<T> {
-    let tf = transform(m, g.kh);
-    let tl = Tiles::new(g, tf);
+    let k = Kernels::new(m, g.kh);
+    let (tf, tl) = (k.tf, Tiles::new(g, k.tf));
     let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
     let mut dx = zeros::<T>(g.n * chw);
     if dx.is_empty() || op == 0 {
         return dx;
     }
-    let u = if fast23(tf) { f23::filter_transform(g, w) } else { filter_transform(g, tf, w) };
+    let u = k.filter(g, w);
     let par = inner_par(tl.groups);
     let run = |gi: usize, dxg: &mut [T]| {
         let (n0, ng) = tl.images(g, gi);
         let tg = ng * tl.t;
         T::with_scratch(np * (c_n + o_n) * tg, |buf| {
             let (dv, dm) = buf.split_at_mut(np * c_n * tg);
-            let dyg = &dy[n0 * op..(n0 + ng) * op];
-                if fast23(tf) {
-                    f23::output_transform_bwd(g, &tl, dyg, ng, dm)
-                } else {
-                    simd::dispatch(#[inline(always)] || output_transform_bwd(g, tf, &tl, dyg, ng, dm))
-                }
+            k.output_bwd(g, &tl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
             for xi in 0..np {
                 gemm(
                     c_n,
@@ -626,25 +644,17 @@ pub fn conv2d_bwd_input<T: Elem>(g: &Geom, m: usize, dy: &[T], w: &[T]) -> Vec<T
                     par,
                 );
             }
-            if fast23(tf) {
-                f23::input_transform_bwd(g, &tl, dv, ng, dxg)
-            } else {
-                simd::dispatch(#[inline(always)] || input_transform_bwd(g, tf, &tl, dv, ng, dxg))
-            }
+            k.input_bwd(g, &tl, dv, ng, dxg);
         })
     };
-    if matches!(par, Parallelism::None) {
-        dx.par_chunks_mut(tl.gs * chw).enumerate().for_each(|(gi, dxg)| run(gi, dxg));
-    } else {
-        dx.chunks_mut(tl.gs * chw).enumerate().for_each(|(gi, dxg)| run(gi, dxg));
-    }
+    for_each_chunk(&mut dx, tl.gs * chw, par, run);
     dx
 }
 
 /// Weight gradient: `x`, `dy` -> `dw (O, C, r, r)`.
 pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<T> {
-    let tf = transform(m, g.kh);
-    let tl = Tiles::new(g, tf);
+    let k = Kernels::new(m, g.kh);
+    let (tf, tl) = (k.tf, Tiles::new(g, k.tf));
     let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
     if g.n == 0 || op == 0 {
         return zeros::<T>(o_n * c_n * g.kh * g.kw);
@@ -661,18 +671,8 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<
             let tg = ng * tl.t;
             T::with_scratch(np * (c_n + o_n) * tg, |buf| {
                 let (v, dm) = buf.split_at_mut(np * c_n * tg);
-                let xg = &x[n0 * chw..(n0 + ng) * chw];
-                if fast23(tf) {
-                    f23::input_transform(g, &tl, xg, ng, v)
-                } else {
-                    simd::dispatch(#[inline(always)] || input_transform(g, tf, &tl, xg, ng, v))
-                }
-                let dyg = &dy[n0 * op..(n0 + ng) * op];
-                if fast23(tf) {
-                    f23::output_transform_bwd(g, &tl, dyg, ng, dm)
-                } else {
-                    simd::dispatch(#[inline(always)] || output_transform_bwd(g, tf, &tl, dyg, ng, dm))
-                }
+                k.input(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
+                k.output_bwd(g, &tl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
                 for xi in 0..np {
                     gemm(
                         o_n,
@@ -690,16 +690,5 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<
         }
         du
     };
-    let mut partials: Vec<Vec<T>> = if matches!(par, Parallelism::None) {
-        (0..parts).into_par_iter().map(run).collect()
-    } else {
-        (0..parts).map(run).collect()
-    };
-    let mut du = std::mem::take(&mut partials[0]);
-    for part in &partials[1..] {
-        for (a, &b) in du.iter_mut().zip(part) {
-            *a += b;
-        }
-    }
-    if fast23(tf) { f23::filter_transform_bwd(g, &du) } else { filter_transform_bwd(g, tf, &du) }
+    k.filter_bwd(g, &sum_partials(map_jobs(parts, par, run)))
 }
