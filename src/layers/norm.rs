@@ -49,11 +49,8 @@ impl BatchNorm2d {
     /// backward, more than the normalisation itself).
     pub fn forward_act(&self, xs: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         if !train {
-            let per_channel = |v: &Var| -> Result<Tensor> { value(v, false).reshape((1, (), 1, 1)) };
-            let (gamma, beta) = (per_channel(&self.gamma)?, per_channel(&self.beta)?);
-            let scale = gamma.broadcast_div(&(per_channel(&self.running_var)? + self.eps)?.sqrt()?)?;
-            let shift = (beta - per_channel(&self.running_mean)?.broadcast_mul(&scale)?)?;
-            let ys = xs.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+            let (scale, shift) = self.inference_affine()?;
+            let ys = xs.broadcast_mul(&scale.reshape((1, (), 1, 1))?)?.broadcast_add(&shift.reshape((1, (), 1, 1))?)?;
             return if relu { ys.relu() } else { Ok(ys) };
         }
         let stats = Arc::new(Mutex::new(None));
