@@ -21,8 +21,13 @@ MAGIC = b"FERPACK1"
 SIDE = 48
 
 
+def _med(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """LOCO-I median predictor from the left (a), upper (b) and upper-left (c) pixels."""
+    hi, lo = np.maximum(a, b), np.minimum(a, b)
+    return np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
+
+
 def _median_prediction(x: np.ndarray) -> np.ndarray:
-    """LOCO-I predictor from the left (a), upper (b) and upper-left (c) pixels."""
     a = np.zeros_like(x)
     b = np.zeros_like(x)
     c = np.zeros_like(x)
@@ -30,8 +35,7 @@ def _median_prediction(x: np.ndarray) -> np.ndarray:
     a[:, 1:, 0] = x[:, :-1, 0]
     b[:, 1:, :] = x[:, :-1, :]
     c[:, 1:, 1:] = x[:, :-1, :-1]
-    hi, lo = np.maximum(a, b), np.minimum(a, b)
-    return np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
+    return _med(a, b, c)
 
 
 def pack(images: np.ndarray, labels: np.ndarray) -> bytes:
@@ -57,9 +61,7 @@ def unpack(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
             b = x[:, i - 1, j] if i else 0
             c = x[:, i - 1, j - 1] if i and j else 0
             a, b, c = (np.broadcast_to(np.asarray(v, dtype=np.int16), (n,)) for v in (a, b, c))
-            hi, lo = np.maximum(a, b), np.minimum(a, b)
-            pred = np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
-            x[:, i, j] = (residual[:, i, j] + pred) % 256
+            x[:, i, j] = (residual[:, i, j] + _med(a, b, c)) % 256
     return x.astype(np.uint8), labels
 
 

@@ -151,8 +151,8 @@ def class_weights(kind: str, data: object) -> object:
     if kind == "balanced":
         return "balanced"
     labels = data[1] if isinstance(data, tuple) else data.loc[data["Usage"] == "Training", "emotion"].to_numpy()
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(fer.EMOTIONS)).astype(float)
-    return list(np.sqrt(counts.sum() / (len(counts) * counts)))
+    balanced = fer.model._class_weights("balanced", np.asarray(labels, dtype=np.int64))
+    return list(np.sqrt(balanced))
 
 
 def epochs_for_budget(args: argparse.Namespace, data: object, recipe: dict, train_rows: int, log: Tee) -> int:
