@@ -446,6 +446,8 @@ impl NativeModel {
                 self.state = State::Idle(f.trainer.network);
             }
         }
+        // The buffers training steps recycle are not needed between fits.
+        crate::ops::gemm::clear_pool();
         Ok(())
     }
 }

@@ -438,7 +438,8 @@ mod profile {
         let y: Vec<u8> = (0..64).map(|_| rng.random_range(0..7)).collect();
         let xt = net.images_tensor(&x, 64).unwrap();
         let mut opt = Optimizer::new(OptimizerConfig::default(), net.trainable_vars()).unwrap();
-        for _ in 0..2 {
+        let steps: usize = std::env::var("FER_PROFILE_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+        for _ in 0..steps {
             let t0 = Instant::now();
             let logits = net.forward_t(&xt, true, &mut rng).unwrap();
             let t1 = Instant::now();

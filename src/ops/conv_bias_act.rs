@@ -7,20 +7,28 @@
 //! Here the bias and the ReLU are applied in place on the convolution's
 //! output (one parallel pass), and the backward masks the incoming gradient
 //! once, sums it per channel for the bias and feeds it to the fast conv
-//! gradients.
+//! gradients. On Winograd convolutions a training forward also keeps its
+//! input tiles, and the backward is one fused pass
+//! ([`winograd::conv2d_bwd_fused`]).
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use std::any::Any;
+use std::sync::Mutex;
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::conv::{fwd_any, input_and_weight_grads, Geom};
-use super::gemm::{contiguous_slice, Elem};
+use super::conv::{choose_algo, fwd_any, input_and_weight_grads, Algo, Geom};
+use super::gemm::{contiguous_slice, recycle, Elem};
+use super::winograd;
 
 /// `y = act(conv(x, w) + b)`; the bias is optional (`CustomOp2` without it).
-#[derive(Clone, Copy, Debug)]
 pub struct ConvBiasAct {
     pub pad: [usize; 4],
     pub stride: usize,
     pub relu: bool,
+    /// Training: the Winograd input tiles of the forward, kept for the
+    /// weight gradient (taken, so freed, by the backward).
+    kept: Option<Mutex<Option<Box<dyn Any + Send>>>>,
 }
 
 impl ConvBiasAct {
@@ -31,7 +39,14 @@ impl ConvBiasAct {
                 bail!("conv2d: {} filters but {} biases", g.o, b.len());
             }
         }
-        let mut y = fwd_any::<T>(&g, x, w);
+        let mut y = match (choose_algo(&g), &self.kept) {
+            (Algo::Winograd(m), Some(kept)) => {
+                let (y, v) = winograd::conv2d_fwd_keep(&g, m, x, w, true);
+                *kept.lock().unwrap_or_else(|e| e.into_inner()) = v.map(|v| Box::new(v) as Box<dyn Any + Send>);
+                y
+            }
+            _ => fwd_any::<T>(&g, x, w),
+        };
         let plane = g.p();
         if plane > 0 && (bias.is_some() || self.relu) {
             y.par_chunks_mut(plane).enumerate().for_each(|(k, yk)| {
@@ -73,7 +88,59 @@ impl ConvBiasAct {
         }
         res.contiguous()?.apply_op2_no_bwd(&grad, &ReluMask)
     }
+
+    /// The fused Winograd backward ([`winograd::conv2d_bwd_fused`]), or
+    /// `None` where the convolution does not run on Winograd.
+    fn winograd_bwd(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, res: &Tensor, grad: &Tensor) -> Result<Option<Grads3>> {
+        let g = Geom::new(x.dims(), w.dims(), self.pad, self.stride)?;
+        let Algo::Winograd(m) = choose_algo(&g) else { return Ok(None) };
+        let want = winograd::Wanted { dx: x.track_op(), dw: w.track_op(), db: b.is_some_and(|b| b.track_op()) };
+        let kept = self.kept.as_ref().and_then(|k| k.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let (x, w, res, grad) = (x.contiguous()?, w.contiguous()?, res.contiguous()?, grad.contiguous()?);
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (ys, yl) = res.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(ys), Storage::Cpu(gs)) = (&*xs, &*ws, &*ys, &*gs) else {
+            bail!("fer-conv2d-bias-act: expected CPU tensors")
+        };
+        fn run<T: Elem>(
+            op: &ConvBiasAct,
+            g: &Geom,
+            m: usize,
+            want: winograd::Wanted,
+            kept: Option<Box<dyn Any + Send>>,
+            [x, w, y, dy]: [(&CpuStorage, &Layout); 4],
+        ) -> Result<Grads3> {
+            let kept: Option<Vec<T>> = kept.and_then(|k| k.downcast::<Vec<T>>().ok()).map(|k| *k);
+            let relu_out = if op.relu { Some(contiguous_slice::<T>(y.0, y.1)?) } else { None };
+            let (dx, dw, db) = winograd::conv2d_bwd_fused(
+                g,
+                m,
+                contiguous_slice::<T>(x.0, x.1)?,
+                kept.as_deref(),
+                contiguous_slice::<T>(w.0, w.1)?,
+                contiguous_slice::<T>(dy.0, dy.1)?,
+                relu_out,
+                want,
+            );
+            if let Some(k) = kept {
+                recycle(k);
+            }
+            let dev = candle_core::Device::Cpu;
+            let tensor = |v: Option<Vec<T>>, shape: &[usize]| v.map(|v| Tensor::from_vec(v, shape, &dev)).transpose();
+            Ok((tensor(dx, &[g.n, g.c, g.h, g.w])?, tensor(dw, &[g.o, g.c, g.kh, g.kw])?, tensor(db, &[g.o])?))
+        }
+        let args = [(xs, xl), (ws, wl), (ys, yl), (gs, gl)];
+        match xs {
+            CpuStorage::F32(_) => run::<f32>(self, &g, m, want, kept, args).map(Some),
+            CpuStorage::F64(_) => run::<f64>(self, &g, m, want, kept, args).map(Some),
+            _ => bail!("fer-conv2d-bias-act: expected f32 or f64"),
+        }
+    }
 }
+
+type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
 impl CustomOp2 for ConvBiasAct {
     fn name(&self) -> &'static str {
@@ -85,6 +152,9 @@ impl CustomOp2 for ConvBiasAct {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if let Some((dx, dw, _)) = self.winograd_bwd(x, w, None, res, grad)? {
+            return Ok((dx, dw));
+        }
         let gm = self.masked_grad(res, grad)?;
         input_and_weight_grads(x, w, &gm, self.pad, self.stride)
     }
@@ -115,6 +185,9 @@ impl CustomOp3 for ConvBiasAct {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if let Some(grads) = self.winograd_bwd(x, w, Some(b), res, grad)? {
+            return Ok(grads);
+        }
         let gm = self.masked_grad(res, grad)?;
         let db = if b.track_op() { Some(gm.apply_op1_no_bwd(&ChannelSum)?) } else { None };
         let (dx, dw) = input_and_weight_grads(x, w, &gm, self.pad, self.stride)?;
@@ -197,7 +270,9 @@ impl CustomOp1 for ChannelSum {
 pub fn conv2d_bias_act(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: [usize; 4], stride: usize, relu: bool) -> Result<Tensor> {
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    let op = ConvBiasAct { pad: padding, stride, relu };
+    // Only a training forward (weights tracked by autograd) keeps tiles.
+    let kept = w.track_op().then(|| Mutex::new(None));
+    let op = ConvBiasAct { pad: padding, stride, relu, kept };
     match b {
         Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
         None => x.apply_op2(&w, op),

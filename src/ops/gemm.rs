@@ -2,6 +2,7 @@
 //! the element trait shared by the fast ops.
 
 use std::cell::RefCell;
+use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
 pub use gemm::Parallelism;
@@ -16,7 +17,12 @@ pub trait Elem: WithDType + Copy + Default + Send + Sync + 'static {
     /// shootdowns are expensive in VMs). Falls back to a fresh buffer when
     /// the thread's buffer is already borrowed (re-entrant rayon work).
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+    /// Spare buffers kept between training steps (see [`pooled`]).
+    fn pool() -> &'static Mutex<Vec<Vec<Self>>>;
 }
+
+static POOL_F32: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+static POOL_F64: Mutex<Vec<Vec<f64>>> = Mutex::new(Vec::new());
 
 thread_local! {
     static SCRATCH_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -24,7 +30,7 @@ thread_local! {
 }
 
 macro_rules! impl_elem {
-    ($t:ty, $scratch:ident) => {
+    ($t:ty, $scratch:ident, $pool:ident) => {
         impl Elem for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -40,11 +46,49 @@ macro_rules! impl_elem {
                     Err(_) => f(&mut zeros::<$t>(len)),
                 })
             }
+            fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
+                &$pool
+            }
         }
     };
 }
-impl_elem!(f32, SCRATCH_F32);
-impl_elem!(f64, SCRATCH_F64);
+impl_elem!(f32, SCRATCH_F32, POOL_F32);
+impl_elem!(f64, SCRATCH_F64, POOL_F64);
+
+/// Buffers [`pooled`] keeps at most (a training step hands back one per
+/// Winograd layer).
+const POOL_SIZE: usize = 16;
+
+/// A `len`-element buffer with unspecified (stale) contents, for data the
+/// caller overwrites completely: a recycled one when the pool holds one big
+/// enough, so the Winograd tiles a training step keeps from its forward for
+/// its backward (hundreds of MB) are not zero-filled and page-faulted again
+/// every step.
+pub fn pooled<T: Elem>(len: usize) -> Vec<T> {
+    let found = {
+        let mut pool = T::pool().lock().unwrap_or_else(|e| e.into_inner());
+        let best = (0..pool.len()).filter(|&i| pool[i].capacity() >= len).min_by_key(|&i| pool[i].capacity());
+        best.map(|i| pool.swap_remove(i))
+    };
+    let mut v = found.unwrap_or_default();
+    v.resize(len, T::ZERO);
+    v.truncate(len);
+    v
+}
+
+/// Returns a buffer to the [`pooled`] pool (dropped when the pool is full).
+pub fn recycle<T: Elem>(v: Vec<T>) {
+    let mut pool = T::pool().lock().unwrap_or_else(|e| e.into_inner());
+    if pool.len() < POOL_SIZE {
+        pool.push(v);
+    }
+}
+
+/// Frees the pooled buffers (at the end of a fit).
+pub fn clear_pool() {
+    POOL_F32.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    POOL_F64.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
 
 /// A zero-filled vector, written explicitly rather than `calloc`ed: lazily
 /// zeroed pages that are read before being written get mapped to the shared

@@ -110,6 +110,7 @@ const CONV_CASES: &[([usize; 4], [usize; 4], [usize; 4], usize)] = &[
     ([1, 3, 4, 4], [2, 3, 3, 3], [3, 3, 3, 3], 1),  // padding >= kernel
     ([3, 9, 17, 16], [5, 9, 3, 3], [1, 1, 1, 1], 1), // Winograd path (C >= 8, >= 16x16 out)
     ([17, 8, 16, 17], [4, 8, 3, 3], [0, 2, 2, 0], 1), // Winograd, partial group
+    ([3, 8, 16, 16], [5, 8, 4, 4], [1, 2, 1, 2], 1), // Winograd F(3x3, 4x4), Keras "same"
 ];
 
 #[test]
@@ -380,6 +381,44 @@ fn fused_conv_bias_relu_matches_reference() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The fused Winograd training backward (kept tiles, one dM for both
+/// gradients, ReLU mask and bias sum inside) gives exactly what the
+/// separate ops give on the masked gradient.
+#[test]
+fn fused_winograd_backward_is_bit_identical() {
+    use super::conv::Geom;
+    use super::winograd::{self, Wanted};
+    let cases: &[(usize, [usize; 4], [usize; 4], [usize; 4])] = &[
+        (2, [5, 9, 17, 16], [6, 9, 3, 3], [1, 1, 1, 1]),
+        (3, [3, 8, 16, 16], [5, 8, 4, 4], [1, 2, 1, 2]),
+        (2, [40, 8, 16, 16], [4, 8, 3, 3], [0, 0, 0, 0]), // several groups per partial sum
+    ];
+    for (i, &(m, xd, wd, pad)) in cases.iter().enumerate() {
+        let g = Geom::new(&xd, &wd, pad, 1).unwrap();
+        let seed = 900 + 10 * i as u64;
+        let (x, w) = (rand_vec(xd.iter().product(), seed), rand_vec(wd.iter().product(), seed + 1));
+        let (y, dy) = (rand_vec(g.n * g.o * g.p(), seed + 2), rand_vec(g.n * g.o * g.p(), seed + 3));
+        let masked: Vec<f32> = y.iter().zip(&dy).map(|(&y, &d)| if y > 0.0 { d } else { 0.0 }).collect();
+        let (fwd, kept) = winograd::conv2d_fwd_keep(&g, m, &x, &w, true);
+        assert_eq!(fwd, winograd::conv2d_fwd(&g, m, &x, &w), "case {i}: forward");
+        let db_ref: Vec<f32> = (0..g.o)
+            .map(|o| (0..g.n).fold(0.0, |acc, n| acc + masked[(n * g.o + o) * g.p()..][..g.p()].iter().fold(0.0, |s, &v| s + v)))
+            .collect();
+        for kept in [kept.as_deref(), None] {
+            let all = Wanted { dx: true, dw: true, db: true };
+            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept, &w, &dy, Some(&y), all);
+            let ctx = format!("case {i} kept={}", kept.is_some());
+            assert_eq!(dx.unwrap(), winograd::conv2d_bwd_input(&g, m, &masked, &w), "{ctx}: dx");
+            assert_eq!(dw.unwrap(), winograd::conv2d_bwd_weight(&g, m, &x, &masked), "{ctx}: dw");
+            assert_eq!(db.unwrap(), db_ref, "{ctx}: db");
+            let only_dw = Wanted { dx: false, dw: true, db: false };
+            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept, &w, &masked, None, only_dw);
+            assert!(dx.is_none() && db.is_none(), "{ctx}");
+            assert_eq!(dw.unwrap(), winograd::conv2d_bwd_weight(&g, m, &x, &masked), "{ctx}: dw alone");
         }
     }
 }

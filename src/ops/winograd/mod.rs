@@ -27,7 +27,9 @@ use std::sync::OnceLock;
 mod f23;
 
 use super::conv::{for_each_chunk, inner_par, map_jobs, sum_partials, Geom};
-use super::gemm::{gemm, zeros, Elem, Mat};
+use rayon::prelude::*;
+
+use super::gemm::{gemm, pooled, zeros, Elem, Mat, Parallelism};
 use super::simd;
 
 /// Tiles per GEMM we aim for when grouping images.
@@ -579,39 +581,209 @@ fn output_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dy: &[T],
 
 /// Forward: `x (N, C, H, W)`, `w (O, C, r, r)` -> `y (N, O, OH, OW)` with F(m, r).
 pub fn conv2d_fwd<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T]) -> Vec<T> {
+    conv2d_fwd_keep(g, m, x, w, false).0
+}
+
+/// The forward, also returning (with `keep`) the input tiles `V` of all
+/// images, group after group: the weight gradient needs exactly them, so
+/// [`conv2d_bwd_fused`] need not transform the input again.
+pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool) -> (Vec<T>, Option<Vec<T>>) {
     let k = Kernels::new(m, g.kh);
     let (tf, tl) = (k.tf, Tiles::new(g, k.tf));
     let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
     let mut y = zeros::<T>(g.n * op);
     if y.is_empty() {
-        return y;
+        return (y, None);
     }
     let u = k.filter(g, w);
     let par = inner_par(tl.groups);
-    let run = |gi: usize, yg: &mut [T]| {
+    let run = |gi: usize, yg: &mut [T], v: &mut [T], mm: &mut [T]| {
         let (n0, ng) = tl.images(g, gi);
         let tg = ng * tl.t;
-        T::with_scratch(np * (c_n + o_n) * tg, |buf| {
-            let (v, mm) = buf.split_at_mut(np * c_n * tg);
-            k.input(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
-            for xi in 0..np {
-                gemm(
-                    o_n,
-                    tg,
-                    c_n,
-                    &mut mm[xi * o_n * tg..(xi + 1) * o_n * tg],
-                    tg,
-                    false,
-                    Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-                    Mat::row_major(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
-                    par,
-                );
-            }
-            k.output(g, &tl, mm, ng, yg);
-        })
+        k.input(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
+        for xi in 0..np {
+            gemm(
+                o_n,
+                tg,
+                c_n,
+                &mut mm[xi * o_n * tg..(xi + 1) * o_n * tg],
+                tg,
+                false,
+                Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
+                Mat::row_major(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+                par,
+            );
+        }
+        k.output(g, &tl, mm, ng, yg);
     };
-    for_each_chunk(&mut y, tl.gs * op, par, run);
-    y
+    let tiles = |gi: usize| tl.images(g, gi).1 * tl.t;
+    if !keep {
+        for_each_chunk(&mut y, tl.gs * op, par, |gi, yg| {
+            T::with_scratch(np * (c_n + o_n) * tiles(gi), |buf| {
+                let (v, mm) = buf.split_at_mut(np * c_n * tiles(gi));
+                run(gi, yg, v, mm)
+            })
+        });
+        return (y, None);
+    }
+    let mut kept = pooled::<T>(np * c_n * tl.t * g.n);
+    let jobs: Vec<_> = y.chunks_mut(tl.gs * op).zip(kept.chunks_mut(np * c_n * tl.gs * tl.t)).enumerate().collect();
+    let job = |(gi, (yg, v)): (usize, (&mut [T], &mut [T]))| T::with_scratch(np * o_n * tiles(gi), |mm| run(gi, yg, v, mm));
+    if matches!(par, Parallelism::None) {
+        jobs.into_par_iter().for_each(job);
+    } else {
+        jobs.into_iter().for_each(job);
+    }
+    (y, Some(kept))
+}
+
+/// Which gradients [`conv2d_bwd_fused`] computes.
+#[derive(Clone, Copy, Debug)]
+pub struct Wanted {
+    pub dx: bool,
+    pub dw: bool,
+    pub db: bool,
+}
+
+/// `(dx, dw, db)` of `relu?(conv(x, w) + b)` in one pass over the image
+/// groups: `dM = A dY A^T` is computed once for both the input and the
+/// weight gradient (the separate ops each computed it), `V` comes from the
+/// forward when `kept`, the ReLU mask (`relu_out`: the op's output) is
+/// applied group by group, and the bias gradient is summed from the same
+/// masked gradient. Results are bit-identical to [`conv2d_bwd_input`],
+/// [`conv2d_bwd_weight`] and per-channel sums image by image: same
+/// partition into partial sums, same GEMMs.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_bwd_fused<T: Elem>(
+    g: &Geom,
+    m: usize,
+    x: &[T],
+    kept: Option<&[T]>,
+    w: &[T],
+    dy: &[T],
+    relu_out: Option<&[T]>,
+    want: Wanted,
+) -> (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>) {
+    let k = Kernels::new(m, g.kh);
+    let (tf, tl) = (k.tf, Tiles::new(g, k.tf));
+    let (c_n, o_n, chw, p, np) = (g.c, g.o, g.chw(), g.p(), tf.planes());
+    let op = o_n * p;
+    let mut dx = if want.dx { zeros::<T>(g.n * chw) } else { Vec::new() };
+    let mut db_img = if want.db { zeros::<T>(g.n * o_n) } else { Vec::new() };
+    if g.n == 0 || op == 0 {
+        let dw = want.dw.then(|| zeros::<T>(o_n * c_n * g.kh * g.kw));
+        let db = want.db.then(|| zeros::<T>(o_n));
+        return (want.dx.then_some(dx), dw, db);
+    }
+    let u = want.dx.then(|| k.filter(g, w));
+    // The same fixed partition as `conv2d_bwd_weight`.
+    let per_part = tl.groups.div_ceil(MAX_PARTIALS);
+    let parts = tl.groups.div_ceil(per_part);
+    let par = inner_par(parts);
+    let part_images = per_part * tl.gs;
+    let mut jobs = Vec::with_capacity(parts);
+    let (mut dx_rest, mut db_rest) = (&mut dx[..], &mut db_img[..]);
+    for part in 0..parts {
+        let imgs = part_images.min(g.n - part * part_images);
+        let (a, rest) = std::mem::take(&mut dx_rest).split_at_mut(if want.dx { imgs * chw } else { 0 });
+        dx_rest = rest;
+        let (b, rest) = std::mem::take(&mut db_rest).split_at_mut(if want.db { imgs * o_n } else { 0 });
+        db_rest = rest;
+        jobs.push((part, a, b));
+    }
+    let run = |(part, dx_part, db_part): (usize, &mut [T], &mut [T])| -> Option<Vec<T>> {
+        let mut du = want.dw.then(|| zeros::<T>(np * o_n * c_n));
+        let (g0, g1) = (part * per_part, ((part + 1) * per_part).min(tl.groups));
+        let first = part * part_images;
+        for gi in g0..g1 {
+            let (n0, ng) = tl.images(g, gi);
+            let tg = ng * tl.t;
+            let masked = if relu_out.is_some() { ng * op } else { 0 };
+            T::with_scratch(np * (c_n + o_n) * tg + masked, |buf| {
+                let (v, rest) = buf.split_at_mut(np * c_n * tg);
+                let (dm, rest) = rest.split_at_mut(np * o_n * tg);
+                let dyg = &dy[n0 * op..(n0 + ng) * op];
+                let dyg: &[T] = match relu_out {
+                    Some(y) => {
+                        let yg = &y[n0 * op..(n0 + ng) * op];
+                        for ((o, &yv), &gv) in rest.iter_mut().zip(yg).zip(dyg) {
+                            *o = if yv > T::ZERO { gv } else { T::ZERO };
+                        }
+                        rest
+                    }
+                    None => dyg,
+                };
+                if want.db {
+                    for (plane, d) in dyg.chunks_exact(p).zip(&mut db_part[(n0 - first) * o_n..(n0 - first + ng) * o_n]) {
+                        let mut s = T::ZERO;
+                        for &v in plane {
+                            s += v;
+                        }
+                        *d = s;
+                    }
+                }
+                if !(want.dx || want.dw) {
+                    return;
+                }
+                k.output_bwd(g, &tl, dyg, ng, dm);
+                if let Some(du) = du.as_mut() {
+                    let vg: &[T] = match kept {
+                        Some(vk) => &vk[np * c_n * tl.t * n0..np * c_n * tl.t * n0 + np * c_n * tg],
+                        None => {
+                            k.input(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
+                            v
+                        }
+                    };
+                    for xi in 0..np {
+                        gemm(
+                            o_n,
+                            c_n,
+                            tg,
+                            &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
+                            c_n,
+                            gi > g0,
+                            Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+                            Mat::transposed(&vg[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+                            par,
+                        );
+                    }
+                }
+                if let Some(u) = &u {
+                    // `v` is free again: it takes dV.
+                    for xi in 0..np {
+                        gemm(
+                            c_n,
+                            tg,
+                            o_n,
+                            &mut v[xi * c_n * tg..(xi + 1) * c_n * tg],
+                            tg,
+                            false,
+                            Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
+                            Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+                            par,
+                        );
+                    }
+                    k.input_bwd(g, &tl, v, ng, &mut dx_part[(n0 - first) * chw..(n0 - first + ng) * chw]);
+                }
+            });
+        }
+        du
+    };
+    let partials: Vec<Option<Vec<T>>> =
+        if matches!(par, Parallelism::None) { jobs.into_par_iter().map(run).collect() } else { jobs.into_iter().map(run).collect() };
+    let dw = if want.dw { Some(k.filter_bwd(g, &sum_partials(partials.into_iter().flatten().collect()))) } else { None };
+    let db = want.db.then(|| {
+        (0..o_n)
+            .map(|o| {
+                let mut acc = T::ZERO;
+                for n in 0..g.n {
+                    acc += db_img[n * o_n + o];
+                }
+                acc
+            })
+            .collect()
+    });
+    (want.dx.then_some(dx), dw, db)
 }
 
 /// Input gradient: `dy (N, O, OH, OW)`, `w` -> `dx (N, C, H, W)`.
