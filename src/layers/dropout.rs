@@ -1,6 +1,9 @@
-use candle_core::{Result, Tensor};
-use rand::RngCore;
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::ops::gemm::{contiguous_slice, Elem};
 
 /// Inverted dropout: kept activations are scaled by 1/(1-rate) during
 /// training so inference needs no rescaling (as Keras does).
@@ -12,6 +15,11 @@ pub fn dropout(rate: f64) -> Dropout {
     Dropout { rate }
 }
 
+/// Elements per mask chunk; chunk `i` draws from stream `i` of a ChaCha8
+/// keyed once per call, so the mask is drawn in parallel and is the same
+/// for any thread count.
+const MASK_CHUNK: usize = 1 << 14;
+
 impl Dropout {
     /// The mask comes from `rng`, not candle's global generator, so a seeded
     /// run is bit-reproducible.
@@ -19,17 +27,67 @@ impl Dropout {
         if !train || self.rate <= 0.0 {
             return Ok(xs.clone());
         }
-        xs.broadcast_mul(&self.mask(xs, rng)?)
+        let op = MaskOp { keep: self.mask(xs.elem_count(), rng), scale: 1.0 / (1.0 - self.rate) };
+        xs.contiguous()?.apply_op1(op)
     }
 
-    fn mask(&self, xs: &Tensor, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    fn mask(&self, len: usize, rng: &mut ChaCha8Rng) -> Vec<bool> {
         // Compare raw 32-bit draws against rate * 2^32: one draw per element.
         let threshold = (self.rate * 4_294_967_296.0) as u64;
-        let keep = (1.0 / (1.0 - self.rate)) as f32;
-        let mask: Vec<f32> = (0..xs.elem_count())
-            .map(|_| if (rng.next_u32() as u64) < threshold { 0.0 } else { keep })
-            .collect();
-        Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())
+        let key = rng.next_u64();
+        let mut keep = vec![false; len];
+        keep.par_chunks_mut(MASK_CHUNK).enumerate().for_each(|(i, chunk)| {
+            let mut r = ChaCha8Rng::seed_from_u64(key);
+            r.set_stream(i as u64);
+            let mut draws = [0u32; 256];
+            for block in chunk.chunks_mut(draws.len()) {
+                r.fill(&mut draws[..block.len()]);
+                for (k, &d) in block.iter_mut().zip(&draws) {
+                    *k = d as u64 >= threshold;
+                }
+            }
+        });
+        keep
+    }
+}
+
+/// `x * keep * scale`, element-wise; its own backward (the same map on the
+/// gradient), so autograd sees one node and no stored mask tensor.
+struct MaskOp {
+    keep: Vec<bool>,
+    scale: f64,
+}
+
+fn apply_mask<T: Elem>(x: &[T], keep: &[bool], scale: f64) -> Vec<T> {
+    let scale = T::from_f64(scale);
+    let mut out = vec![T::ZERO; x.len()];
+    out.par_chunks_mut(MASK_CHUNK).zip(x.par_chunks(MASK_CHUNK).zip(keep.par_chunks(MASK_CHUNK))).for_each(|(o, (x, k))| {
+        for ((o, &x), &k) in o.iter_mut().zip(x).zip(k) {
+            *o = if k { x * scale } else { T::ZERO };
+        }
+    });
+    out
+}
+
+impl CustomOp1 for MaskOp {
+    fn name(&self) -> &'static str {
+        "fer-dropout"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if l.shape().elem_count() != self.keep.len() {
+            bail!("dropout: mask of {} elements for a tensor of {}", self.keep.len(), l.shape().elem_count());
+        }
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(apply_mask::<f32>(contiguous_slice(s, l)?, &self.keep, self.scale)),
+            CpuStorage::F64(_) => CpuStorage::F64(apply_mask::<f64>(contiguous_slice(s, l)?, &self.keep, self.scale)),
+            _ => bail!("dropout: expected f32 or f64"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        grad.contiguous()?.apply_op1_no_bwd(self).map(Some)
     }
 }
 
