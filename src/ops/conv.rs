@@ -279,14 +279,17 @@ pub enum Algo {
 }
 
 /// The algorithm the custom ops use for `g`: Winograd for stride-1 3x3
-/// kernels (F(2x2, 3x3)) and 4x4 kernels (F(3x3, 4x4)) with >= 8 input
-/// channels on outputs of at least 16x16, im2col + GEMM otherwise. With
-/// fewer channels or smaller planes the transforms cost more than the GEMMs
-/// save. Measured with `bench_ops --raw [--kernel 4]` (2 cores, batch 64,
-/// CPU ms of fwd+dx+dw) and end to end with `bench_speed.py`: for the 4x4
-/// convs 2-4 of seed4x4, im2col 575, F(2x2) 453, F(3x3) 414; for 3x3 the
-/// larger tiles F(3x3)/F(4x4) win in isolation but not in training, where
-/// the hand-written F(2x2, 3x3) was as fast or faster (within noise).
+/// kernels (F(2x2, 3x3)) on outputs of at least 12x12 and 4x4 kernels
+/// (F(3x3, 4x4)) on outputs of at least 16x16, with >= 8 input channels;
+/// im2col + GEMM otherwise. With fewer channels or smaller planes the
+/// transforms cost more than the GEMMs save. Measured with `bench_ops --raw
+/// [--kernel 4]` (2 cores, batch 64, CPU ms of fwd+dx+dw) and end to end
+/// with `bench_speed.py`: for the 4x4 convs 2-4 of seed4x4, im2col 575,
+/// F(2x2) 453, F(3x3) 414; for 3x3 the larger tiles F(3x3)/F(4x4) win in
+/// isolation but not in training, where the hand-written F(2x2, 3x3) was as
+/// fast or faster (within noise). The 12x12 convs of seed3x3 moved to
+/// Winograd once its backward was fused: training 212 -> 221 img/s (mean of
+/// 4 interleaved pairs).
 pub fn choose_algo(g: &Geom) -> Algo {
     static FORCE: std::sync::OnceLock<Option<Algo>> = std::sync::OnceLock::new();
     let force = *FORCE.get_or_init(|| match std::env::var("FER_CONV").ok()?.as_str() {
@@ -302,7 +305,7 @@ pub fn choose_algo(g: &Geom) -> Algo {
         None => {}
     }
     match g.kh {
-        3 if g.c >= 8 && g.p() >= 256 => Algo::Winograd(2),
+        3 if g.c >= 8 && g.p() >= 144 => Algo::Winograd(2),
         4 if g.c >= 8 && g.p() >= 256 => Algo::Winograd(3),
         _ => Algo::Im2col,
     }

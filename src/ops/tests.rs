@@ -430,7 +430,9 @@ fn winograd_only_where_it_wins() {
     assert_eq!(algo([3, 9, 17, 16], [5, 9, 3, 3]), Algo::Winograd(2));
     assert_eq!(algo([64, 48, 48, 48], [48, 48, 3, 3]), Algo::Winograd(2));
     assert_eq!(algo([64, 48, 48, 48], [48, 48, 4, 4]), Algo::Winograd(3));
-    assert_eq!(algo([64, 64, 12, 12], [124, 64, 3, 3]), Algo::Im2col); // small plane
+    assert_eq!(algo([64, 64, 12, 12], [124, 64, 3, 3]), Algo::Winograd(2));
+    assert_eq!(algo([64, 64, 6, 6], [124, 64, 3, 3]), Algo::Im2col); // small plane
+    assert_eq!(algo([64, 64, 12, 12], [124, 64, 4, 4]), Algo::Im2col); // 4x4 kernels need 16x16
     assert_eq!(algo([64, 64, 24, 24], [124, 64, 5, 5]), Algo::Im2col); // no 5x5 Winograd
     assert_eq!(algo([64, 1, 48, 48], [48, 1, 3, 3]), Algo::Im2col); // one input channel
 }
