@@ -111,6 +111,7 @@ const CONV_CASES: &[([usize; 4], [usize; 4], [usize; 4], usize)] = &[
     ([3, 9, 17, 16], [5, 9, 3, 3], [1, 1, 1, 1], 1), // Winograd path (C >= 8, >= 16x16 out)
     ([17, 8, 16, 17], [4, 8, 3, 3], [0, 2, 2, 0], 1), // Winograd, partial group
     ([3, 8, 16, 16], [5, 8, 4, 4], [1, 2, 1, 2], 1), // Winograd F(3x3, 4x4), Keras "same"
+    ([2, 8, 30, 26], [3, 8, 3, 3], [1, 1, 1, 1], 1), // Winograd in two bands of tile rows (11 + 4)
 ];
 
 #[test]
@@ -312,6 +313,7 @@ fn winograd_case(m: usize, r: usize) {
         ([37, 6, 6, 6], 7, [1, 1, 1, 1]), // 37 images: 16-image groups, last partial
         ([20, 4, 13, 11], 3, [1, 1, 1, 1]),
         ([3, 2, 3, 3], 2, [0, 0, 0, 0]), // 1x1 output
+        ([3, 2, 30, 26], 3, [1, 1, 1, 1]), // more tiles than a group holds: bands (with F(2x2, 3x3))
     ];
     for (i, &(xd, o, pad)) in cases.iter().enumerate() {
         let Ok(g) = Geom::new(&xd, &[o, xd[1], r, r], pad, 1) else { continue };
@@ -396,6 +398,7 @@ fn fused_winograd_backward_is_bit_identical() {
         (2, [5, 9, 17, 16], [6, 9, 3, 3], [1, 1, 1, 1]),
         (3, [3, 8, 16, 16], [5, 8, 4, 4], [1, 2, 1, 2]),
         (2, [40, 8, 16, 16], [4, 8, 3, 3], [0, 0, 0, 0]), // several groups per partial sum
+        (2, [3, 8, 30, 26], [5, 8, 3, 3], [1, 1, 1, 1]), // bands of tile rows
     ];
     for (i, &(m, xd, wd, pad)) in cases.iter().enumerate() {
         let g = Geom::new(&xd, &wd, pad, 1).unwrap();

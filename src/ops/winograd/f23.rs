@@ -84,7 +84,7 @@ pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize,
         for c in 0..c_n {
             let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
             for ti in 0..tl.th {
-                let r0 = 2 * ti as isize - pt;
+                let r0 = 2 * (tl.ti0 + ti) as isize - pt;
                 for r in 0..4 {
                     load_padded_row(xc, g, r0 + r as isize, pl, &mut rows[r * wp..(r + 1) * wp]);
                 }
@@ -135,7 +135,7 @@ pub(super) fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: u
         for c in 0..c_n {
             let xc = &mut dx[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
             for ti in 0..tl.th {
-                let r0 = 2 * ti as isize - pt;
+                let r0 = 2 * (tl.ti0 + ti) as isize - pt;
                 let t0 = img * tl.t + ti * tw;
                 // column pass (B on each tile row of dV), overlapping tiles add
                 for a in 0..4 {
@@ -207,7 +207,7 @@ pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize
                     }
                 }
                 for i in 0..2 {
-                    let oh = 2 * ti + i;
+                    let oh = 2 * (tl.ti0 + ti) + i;
                     if oh >= g.oh {
                         break;
                     }
@@ -237,7 +237,7 @@ pub(super) fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: 
             for ti in 0..tl.th {
                 for i in 0..2 {
                     let row = &mut rows[i * wq..(i + 1) * wq];
-                    let oh = 2 * ti + i;
+                    let oh = 2 * (tl.ti0 + ti) + i;
                     if oh < g.oh {
                         row[..g.ow].copy_from_slice(&yo[oh * g.ow..(oh + 1) * g.ow]);
                         row[g.ow..].fill(T::ZERO);

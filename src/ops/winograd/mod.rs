@@ -19,8 +19,10 @@
 //! a contiguous, vectorisable multiply-add.
 //!
 //! Images are processed in groups (so GEMMs have enough columns even for
-//! small maps), in parallel over groups; the weight gradient is reduced in
-//! a fixed order (independent of the thread count).
+//! small maps), in parallel over groups; with F(2x2, 3x3) a large map is
+//! done in bands of tile rows so that a band's `V` and `M` stay in L2. The
+//! weight gradient is reduced in a fixed order (independent of the thread
+//! count).
 
 use std::sync::OnceLock;
 
@@ -32,8 +34,11 @@ use rayon::prelude::*;
 use super::gemm::{gemm, pooled, zeros, Elem, Mat, Parallelism};
 use super::simd;
 
-/// Tiles per GEMM we aim for when grouping images.
-const TARGET_TILES: usize = 576;
+/// Tiles per GEMM we aim for when grouping images or cutting bands: a
+/// group's `V` and `M` then fit in L2. Measured on seed3x3 training
+/// (interleaved pairs): 576 tiles without bands 217 img/s, 144 without
+/// bands 215-233, 144 with bands 226 ("same" pooling: 40.3 -> 42.8).
+const TARGET_TILES: usize = 144;
 /// Max number of weight-gradient partial sums.
 const MAX_PARTIALS: usize = 16;
 /// Largest tile we build matrices for (`m + r - 1`).
@@ -204,6 +209,10 @@ impl Kernels {
         Kernels { tf: transform(m, r), fast23: m == 2 && r == 3 && !general }
     }
 
+    fn tiles(self, g: &Geom) -> Tiles {
+        Tiles::new(g, self.tf, self.fast23)
+    }
+
     fn filter<T: Elem>(self, g: &Geom, w: &[T]) -> Vec<T> {
         if self.fast23 { f23::filter_transform(g, w) } else { filter_transform(g, self.tf, w) }
     }
@@ -250,33 +259,62 @@ pub fn applicable(g: &Geom) -> bool {
     g.kh == g.kw && g.kh >= 2 && g.stride == 1
 }
 
+/// How the tiles are cut into GEMM-sized work: small maps are grouped, a
+/// few images per group; with the F(2x2, 3x3) kernels a large map is cut
+/// into bands of tile rows, one band at a time, so a band's tiles and
+/// products (`V`, `M`) stay in the core's L2 cache.
 #[derive(Clone, Copy, Debug)]
 struct Tiles {
     m: usize,
-    /// tile rows / cols per image
+    /// tile rows / cols per image (per band, in a band's view: [`Tiles::band`])
     th: usize,
     tw: usize,
-    /// tiles per image
+    /// tiles per image (per band, in a band's view)
     t: usize,
     /// images per group
     gs: usize,
     groups: usize,
     /// phase length of a padded tile row (`m * q` columns)
     q: usize,
+    /// first tile row (of a band's view; 0 otherwise)
+    ti0: usize,
+    /// tile rows per band, and bands per image
+    band_rows: usize,
+    bands: usize,
 }
 
 impl Tiles {
-    fn new(g: &Geom, tf: &Transform) -> Self {
+    fn new(g: &Geom, tf: &Transform, banded: bool) -> Self {
         let m = tf.m;
         let (th, tw) = (g.oh.div_ceil(m), g.ow.div_ceil(m));
         let t = th * tw;
-        let gs = TARGET_TILES.div_ceil(t.max(1)).clamp(1, g.n.max(1));
+        let (band_rows, bands) = if banded && t > TARGET_TILES {
+            let rows = (TARGET_TILES / tw.max(1)).max(1);
+            (rows, th.div_ceil(rows))
+        } else {
+            (th, 1)
+        };
+        let gs = if bands > 1 { 1 } else { TARGET_TILES.div_ceil(t.max(1)).clamp(1, g.n.max(1)) };
         let wp = m * tw + tf.r - 1;
-        Tiles { m, th, tw, t, gs, groups: g.n.div_ceil(gs), q: wp.div_ceil(m) }
+        Tiles { m, th, tw, t, gs, groups: g.n.div_ceil(gs), q: wp.div_ceil(m), ti0: 0, band_rows, bands }
     }
     fn images(&self, g: &Geom, gi: usize) -> (usize, usize) {
         let n0 = gi * self.gs;
         (n0, (n0 + self.gs).min(g.n) - n0)
+    }
+    /// The view of band `b`: its tile rows only.
+    fn band(&self, b: usize) -> Self {
+        let ti0 = b * self.band_rows;
+        let th = self.band_rows.min(self.th - ti0);
+        Tiles { th, t: th * self.tw, ti0, ..*self }
+    }
+    /// Most tiles one band of a group holds.
+    fn max_band_tiles(&self, ng: usize) -> usize {
+        ng * self.band_rows * self.tw
+    }
+    /// Offset of band view `bl`'s `V` inside its group's `V` (`ng` images).
+    fn band_offset(&self, bl: &Tiles, ng: usize, per_tile: usize) -> usize {
+        per_tile * ng * bl.ti0 * self.tw
     }
 }
 
@@ -589,7 +627,7 @@ pub fn conv2d_fwd<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T]) -> Vec<T> {
 /// [`conv2d_bwd_fused`] need not transform the input again.
 pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool) -> (Vec<T>, Option<Vec<T>>) {
     let k = Kernels::new(m, g.kh);
-    let (tf, tl) = (k.tf, Tiles::new(g, k.tf));
+    let (tf, tl) = (k.tf, k.tiles(g));
     let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
     let mut y = zeros::<T>(g.n * op);
     if y.is_empty() {
@@ -597,38 +635,46 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
     }
     let u = k.filter(g, w);
     let par = inner_par(tl.groups);
-    let run = |gi: usize, yg: &mut [T], v: &mut [T], mm: &mut [T]| {
+    // `kept`: the group's slice of the kept tiles, else scratch is used.
+    let run = |gi: usize, yg: &mut [T], mut kept: Option<&mut [T]>| {
         let (n0, ng) = tl.images(g, gi);
-        let tg = ng * tl.t;
-        k.input(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
-        for xi in 0..np {
-            gemm(
-                o_n,
-                tg,
-                c_n,
-                &mut mm[xi * o_n * tg..(xi + 1) * o_n * tg],
-                tg,
-                false,
-                Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-                Mat::row_major(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
-                par,
-            );
-        }
-        k.output(g, &tl, mm, ng, yg);
+        let xg = &x[n0 * chw..(n0 + ng) * chw];
+        let most = tl.max_band_tiles(ng);
+        let scratch = np * o_n * most + if kept.is_none() { np * c_n * most } else { 0 };
+        T::with_scratch(scratch, |buf| {
+            let (mm, vs) = buf.split_at_mut(np * o_n * most);
+            for b in 0..tl.bands {
+                let bl = tl.band(b);
+                let tg = ng * bl.t;
+                let v = match kept.as_deref_mut() {
+                    Some(kv) => &mut kv[tl.band_offset(&bl, ng, np * c_n)..][..np * c_n * tg],
+                    None => &mut vs[..np * c_n * tg],
+                };
+                k.input(g, &bl, xg, ng, v);
+                for xi in 0..np {
+                    gemm(
+                        o_n,
+                        tg,
+                        c_n,
+                        &mut mm[xi * o_n * tg..(xi + 1) * o_n * tg],
+                        tg,
+                        false,
+                        Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
+                        Mat::row_major(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+                        par,
+                    );
+                }
+                k.output(g, &bl, mm, ng, yg);
+            }
+        })
     };
-    let tiles = |gi: usize| tl.images(g, gi).1 * tl.t;
     if !keep {
-        for_each_chunk(&mut y, tl.gs * op, par, |gi, yg| {
-            T::with_scratch(np * (c_n + o_n) * tiles(gi), |buf| {
-                let (v, mm) = buf.split_at_mut(np * c_n * tiles(gi));
-                run(gi, yg, v, mm)
-            })
-        });
+        for_each_chunk(&mut y, tl.gs * op, par, |gi, yg| run(gi, yg, None));
         return (y, None);
     }
     let mut kept = pooled::<T>(np * c_n * tl.t * g.n);
     let jobs: Vec<_> = y.chunks_mut(tl.gs * op).zip(kept.chunks_mut(np * c_n * tl.gs * tl.t)).enumerate().collect();
-    let job = |(gi, (yg, v)): (usize, (&mut [T], &mut [T]))| T::with_scratch(np * o_n * tiles(gi), |mm| run(gi, yg, v, mm));
+    let job = |(gi, (yg, v)): (usize, (&mut [T], &mut [T]))| run(gi, yg, Some(v));
     if matches!(par, Parallelism::None) {
         jobs.into_par_iter().for_each(job);
     } else {
@@ -665,7 +711,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
     want: Wanted,
 ) -> (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>) {
     let k = Kernels::new(m, g.kh);
-    let (tf, tl) = (k.tf, Tiles::new(g, k.tf));
+    let (tf, tl) = (k.tf, k.tiles(g));
     let (c_n, o_n, chw, p, np) = (g.c, g.o, g.chw(), g.p(), tf.planes());
     let op = o_n * p;
     let mut dx = if want.dx { zeros::<T>(g.n * chw) } else { Vec::new() };
@@ -697,11 +743,11 @@ pub fn conv2d_bwd_fused<T: Elem>(
         let first = part * part_images;
         for gi in g0..g1 {
             let (n0, ng) = tl.images(g, gi);
-            let tg = ng * tl.t;
+            let most = tl.max_band_tiles(ng);
             let masked = if relu_out.is_some() { ng * op } else { 0 };
-            T::with_scratch(np * (c_n + o_n) * tg + masked, |buf| {
-                let (v, rest) = buf.split_at_mut(np * c_n * tg);
-                let (dm, rest) = rest.split_at_mut(np * o_n * tg);
+            T::with_scratch(np * (c_n + o_n) * most + masked, |buf| {
+                let (vs, rest) = buf.split_at_mut(np * c_n * most);
+                let (dm, rest) = rest.split_at_mut(np * o_n * most);
                 let dyg = &dy[n0 * op..(n0 + ng) * op];
                 let dyg: &[T] = match relu_out {
                     Some(y) => {
@@ -725,45 +771,52 @@ pub fn conv2d_bwd_fused<T: Elem>(
                 if !(want.dx || want.dw) {
                     return;
                 }
-                k.output_bwd(g, &tl, dyg, ng, dm);
-                if let Some(du) = du.as_mut() {
-                    let vg: &[T] = match kept {
-                        Some(vk) => &vk[np * c_n * tl.t * n0..np * c_n * tl.t * n0 + np * c_n * tg],
-                        None => {
-                            k.input(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
-                            v
+                let xg = &x[n0 * chw..(n0 + ng) * chw];
+                let dxg = if want.dx { &mut dx_part[(n0 - first) * chw..(n0 - first + ng) * chw] } else { &mut [][..] };
+                for b in 0..tl.bands {
+                    let bl = tl.band(b);
+                    let tg = ng * bl.t;
+                    let (v, dm) = (&mut vs[..np * c_n * tg], &mut dm[..np * o_n * tg]);
+                    k.output_bwd(g, &bl, dyg, ng, dm);
+                    if let Some(du) = du.as_mut() {
+                        let vg: &[T] = match kept {
+                            Some(vk) => &vk[np * c_n * tl.t * n0 + tl.band_offset(&bl, ng, np * c_n)..][..np * c_n * tg],
+                            None => {
+                                k.input(g, &bl, xg, ng, v);
+                                v
+                            }
+                        };
+                        for xi in 0..np {
+                            gemm(
+                                o_n,
+                                c_n,
+                                tg,
+                                &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
+                                c_n,
+                                gi > g0 || b > 0,
+                                Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+                                Mat::transposed(&vg[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+                                par,
+                            );
                         }
-                    };
-                    for xi in 0..np {
-                        gemm(
-                            o_n,
-                            c_n,
-                            tg,
-                            &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
-                            c_n,
-                            gi > g0,
-                            Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-                            Mat::transposed(&vg[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
-                            par,
-                        );
                     }
-                }
-                if let Some(u) = &u {
-                    // `v` is free again: it takes dV.
-                    for xi in 0..np {
-                        gemm(
-                            c_n,
-                            tg,
-                            o_n,
-                            &mut v[xi * c_n * tg..(xi + 1) * c_n * tg],
-                            tg,
-                            false,
-                            Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-                            Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-                            par,
-                        );
+                    if let Some(u) = &u {
+                        // `v` is free again: it takes dV.
+                        for xi in 0..np {
+                            gemm(
+                                c_n,
+                                tg,
+                                o_n,
+                                &mut v[xi * c_n * tg..(xi + 1) * c_n * tg],
+                                tg,
+                                false,
+                                Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
+                                Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+                                par,
+                            );
+                        }
+                        k.input_bwd(g, &bl, v, ng, dxg);
                     }
-                    k.input_bwd(g, &tl, v, ng, &mut dx_part[(n0 - first) * chw..(n0 - first + ng) * chw]);
                 }
             });
         }
@@ -789,7 +842,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
 /// Input gradient: `dy (N, O, OH, OW)`, `w` -> `dx (N, C, H, W)`.
 pub fn conv2d_bwd_input<T: Elem>(g: &Geom, m: usize, dy: &[T], w: &[T]) -> Vec<T> {
     let k = Kernels::new(m, g.kh);
-    let (tf, tl) = (k.tf, Tiles::new(g, k.tf));
+    let (tf, tl) = (k.tf, k.tiles(g));
     let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
     let mut dx = zeros::<T>(g.n * chw);
     if dx.is_empty() || op == 0 {
@@ -799,24 +852,29 @@ pub fn conv2d_bwd_input<T: Elem>(g: &Geom, m: usize, dy: &[T], w: &[T]) -> Vec<T
     let par = inner_par(tl.groups);
     let run = |gi: usize, dxg: &mut [T]| {
         let (n0, ng) = tl.images(g, gi);
-        let tg = ng * tl.t;
-        T::with_scratch(np * (c_n + o_n) * tg, |buf| {
-            let (dv, dm) = buf.split_at_mut(np * c_n * tg);
-            k.output_bwd(g, &tl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
-            for xi in 0..np {
-                gemm(
-                    c_n,
-                    tg,
-                    o_n,
-                    &mut dv[xi * c_n * tg..(xi + 1) * c_n * tg],
-                    tg,
-                    false,
-                    Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-                    Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-                    par,
-                );
+        let most = tl.max_band_tiles(ng);
+        T::with_scratch(np * (c_n + o_n) * most, |buf| {
+            let (dvs, dms) = buf.split_at_mut(np * c_n * most);
+            for b in 0..tl.bands {
+                let bl = tl.band(b);
+                let tg = ng * bl.t;
+                let (dv, dm) = (&mut dvs[..np * c_n * tg], &mut dms[..np * o_n * tg]);
+                k.output_bwd(g, &bl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
+                for xi in 0..np {
+                    gemm(
+                        c_n,
+                        tg,
+                        o_n,
+                        &mut dv[xi * c_n * tg..(xi + 1) * c_n * tg],
+                        tg,
+                        false,
+                        Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
+                        Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+                        par,
+                    );
+                }
+                k.input_bwd(g, &bl, dv, ng, dxg);
             }
-            k.input_bwd(g, &tl, dv, ng, dxg);
         })
     };
     for_each_chunk(&mut dx, tl.gs * chw, par, run);
@@ -826,7 +884,7 @@ pub fn conv2d_bwd_input<T: Elem>(g: &Geom, m: usize, dy: &[T], w: &[T]) -> Vec<T
 /// Weight gradient: `x`, `dy` -> `dw (O, C, r, r)`.
 pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<T> {
     let k = Kernels::new(m, g.kh);
-    let (tf, tl) = (k.tf, Tiles::new(g, k.tf));
+    let (tf, tl) = (k.tf, k.tiles(g));
     let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
     if g.n == 0 || op == 0 {
         return zeros::<T>(o_n * c_n * g.kh * g.kw);
@@ -840,27 +898,53 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<
         let (g0, g1) = (part * per_part, ((part + 1) * per_part).min(tl.groups));
         for gi in g0..g1 {
             let (n0, ng) = tl.images(g, gi);
-            let tg = ng * tl.t;
-            T::with_scratch(np * (c_n + o_n) * tg, |buf| {
-                let (v, dm) = buf.split_at_mut(np * c_n * tg);
-                k.input(g, &tl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
-                k.output_bwd(g, &tl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
-                for xi in 0..np {
-                    gemm(
-                        o_n,
-                        c_n,
-                        tg,
-                        &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
-                        c_n,
-                        gi > g0,
-                        Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-                        Mat::transposed(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
-                        par,
-                    );
+            let most = tl.max_band_tiles(ng);
+            T::with_scratch(np * (c_n + o_n) * most, |buf| {
+                let (vs, dms) = buf.split_at_mut(np * c_n * most);
+                for b in 0..tl.bands {
+                    let bl = tl.band(b);
+                    let tg = ng * bl.t;
+                    let (v, dm) = (&mut vs[..np * c_n * tg], &mut dms[..np * o_n * tg]);
+                    k.input(g, &bl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
+                    k.output_bwd(g, &bl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
+                    for xi in 0..np {
+                        gemm(
+                            o_n,
+                            c_n,
+                            tg,
+                            &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
+                            c_n,
+                            gi > g0 || b > 0,
+                            Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+                            Mat::transposed(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+                            par,
+                        );
+                    }
                 }
             });
         }
         du
     };
     k.filter_bwd(g, &sum_partials(map_jobs(parts, par, run)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_maps_are_cut_into_bands() {
+        let g = Geom::new(&[2, 8, 30, 26], &[3, 8, 3, 3], [1; 4], 1).unwrap();
+        let tl = Tiles::new(&g, transform(2, 3), true);
+        assert_eq!((tl.th, tl.tw, tl.band_rows, tl.bands, tl.gs, tl.groups), (15, 13, 11, 2, 1, 2));
+        let last = tl.band(1);
+        assert_eq!((last.ti0, last.th, last.t), (11, 4, 52));
+        assert_eq!(Tiles::new(&g, transform(2, 3), false).bands, 1);
+        // seed3x3's 48x48 layer: 4 bands of 6 tile rows; its 12x12 layers: 4 images per group
+        let g48 = Geom::new(&[64, 48, 48, 48], &[48, 48, 3, 3], [1; 4], 1).unwrap();
+        let tl = Tiles::new(&g48, transform(2, 3), true);
+        assert_eq!((tl.band_rows, tl.bands, tl.gs), (6, 4, 1));
+        let g12 = Geom::new(&[64, 64, 12, 12], &[124, 64, 3, 3], [1; 4], 1).unwrap();
+        assert_eq!(Tiles::new(&g12, transform(2, 3), true).gs, 4);
+    }
 }
