@@ -39,25 +39,20 @@ impl ConvBiasAct {
                 bail!("conv2d: {} filters but {} biases", g.o, b.len());
             }
         }
-        let mut y = match (choose_algo(&g), &self.kept) {
-            (Algo::Winograd(m), Some(kept)) => {
-                let (y, v) = winograd::conv2d_fwd_keep(&g, m, x, w, true);
-                *kept.lock().unwrap_or_else(|e| e.into_inner()) = v.map(|v| Box::new(v) as Box<dyn Any + Send>);
-                y
+        let epi = winograd::Epilogue { bias, relu: self.relu };
+        let (mut y, done) = match choose_algo(&g) {
+            Algo::Winograd(m) => {
+                let (y, v) = winograd::conv2d_fwd_keep(&g, m, x, w, self.kept.is_some(), &epi);
+                if let Some(kept) = &self.kept {
+                    *kept.lock().unwrap_or_else(|e| e.into_inner()) = v.map(|v| Box::new(v) as Box<dyn Any + Send>);
+                }
+                (y, true)
             }
-            _ => fwd_any::<T>(&g, x, w),
+            _ => (fwd_any::<T>(&g, x, w), false),
         };
         let plane = g.p();
-        if plane > 0 && (bias.is_some() || self.relu) {
-            y.par_chunks_mut(plane).enumerate().for_each(|(k, yk)| {
-                let b = bias.map_or(T::ZERO, |b| b[k % g.o]);
-                for v in yk.iter_mut() {
-                    let t = *v + b;
-                    // `!(t > 0)` also zeroes NaN, as a max(t, 0) would not; NaN
-                    // inputs are rejected before training, so only overflow gets here.
-                    *v = if self.relu && !(t > T::ZERO) { T::ZERO } else { t };
-                }
-            });
+        if !done && plane > 0 && (bias.is_some() || self.relu) {
+            y.par_chunks_mut(plane).enumerate().for_each(|(k, yk)| epi.apply(k % g.o, yk));
         }
         Ok((y, Shape::from((g.n, g.o, g.oh, g.ow))))
     }

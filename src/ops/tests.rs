@@ -406,8 +406,14 @@ fn fused_winograd_backward_is_bit_identical() {
         let (x, w) = (rand_vec(xd.iter().product(), seed), rand_vec(wd.iter().product(), seed + 1));
         let (y, dy) = (rand_vec(g.n * g.o * g.p(), seed + 2), rand_vec(g.n * g.o * g.p(), seed + 3));
         let masked: Vec<f32> = y.iter().zip(&dy).map(|(&y, &d)| if y > 0.0 { d } else { 0.0 }).collect();
-        let (fwd, kept) = winograd::conv2d_fwd_keep(&g, m, &x, &w, true);
+        let (fwd, kept) = winograd::conv2d_fwd_keep(&g, m, &x, &w, true, &winograd::Epilogue::NONE);
         assert_eq!(fwd, winograd::conv2d_fwd(&g, m, &x, &w), "case {i}: forward");
+        // bias + ReLU applied by the output transform == a separate pass
+        let bias = rand_vec(g.o, seed + 4);
+        let epi = winograd::Epilogue { bias: Some(&bias), relu: true };
+        let mut separate = fwd.clone();
+        separate.chunks_mut(g.p()).enumerate().for_each(|(k, plane)| epi.apply(k % g.o, plane));
+        assert_eq!(winograd::conv2d_fwd_keep(&g, m, &x, &w, false, &epi).0, separate, "case {i}: epilogue");
         let db_ref: Vec<f32> = (0..g.o)
             .map(|o| (0..g.n).fold(0.0, |acc, n| acc + masked[(n * g.o + o) * g.p()..][..g.p()].iter().fold(0.0, |s, &v| s + v)))
             .collect();

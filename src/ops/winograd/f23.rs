@@ -9,7 +9,7 @@
 
 use super::super::conv::Geom;
 use super::super::gemm::{zeros, Elem};
-use super::{load_padded_row, Tiles};
+use super::{load_padded_row, Epilogue, Tiles};
 
 // 1D transforms on 4 (or 3 / 2) values.
 
@@ -184,8 +184,8 @@ pub(super) fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: u
     }
 }
 
-/// `y (ng, O, OH, OW)` from `M[ξ][o][t]`.
-pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize, y: &mut [T]) {
+/// `y (ng, O, OH, OW)` from `M[ξ][o][t]`, through `epi`.
+pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize, y: &mut [T], epi: &Epilogue<T>) {
     let (o_n, p, tw) = (g.o, g.p(), tl.tw);
     let tg = ng * tl.t;
     let mut s = vec![T::ZERO; 8 * tw]; // s[i][b][tj]
@@ -217,7 +217,7 @@ pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize
                         yr[2 * tj] = q0[tj] + q1[tj] + q2[tj];
                         yr[2 * tj + 1] = q1[tj] - q2[tj] - q3[tj];
                     }
-                    yo[oh * g.ow..(oh + 1) * g.ow].copy_from_slice(&yr[..g.ow]);
+                    epi.write(o, &yr[..g.ow], &mut yo[oh * g.ow..(oh + 1) * g.ow]);
                 }
             }
         }

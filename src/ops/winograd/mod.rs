@@ -44,6 +44,47 @@ const MAX_PARTIALS: usize = 16;
 /// Largest tile we build matrices for (`m + r - 1`).
 const MAX_ALPHA: usize = 8;
 
+/// What the output transform does on the way out: `y = relu?(v + bias)`,
+/// the same arithmetic as `conv_bias_act`'s separate pass (so results do
+/// not change), without a second pass over the output.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a, T> {
+    pub bias: Option<&'a [T]>,
+    pub relu: bool,
+}
+
+impl<T: Elem> Epilogue<'_, T> {
+    pub const NONE: Epilogue<'static, T> = Epilogue { bias: None, relu: false };
+
+    /// `dst = epilogue(src)` for a row of output channel `o`.
+    #[inline(always)]
+    fn write(&self, o: usize, src: &[T], dst: &mut [T]) {
+        if self.bias.is_none() && !self.relu {
+            dst.copy_from_slice(src);
+            return;
+        }
+        let b = self.bias.map_or(T::ZERO, |b| b[o]);
+        for (d, &v) in dst.iter_mut().zip(src) {
+            let t = v + b;
+            // `!(t > 0)` also zeroes NaN, as conv_bias_act's pass does.
+            *d = if self.relu && !(t > T::ZERO) { T::ZERO } else { t };
+        }
+    }
+
+    /// The epilogue in place on a row of output channel `o`.
+    #[inline(always)]
+    pub fn apply(&self, o: usize, row: &mut [T]) {
+        if self.bias.is_none() && !self.relu {
+            return;
+        }
+        let b = self.bias.map_or(T::ZERO, |b| b[o]);
+        for d in row.iter_mut() {
+            let t = *d + b;
+            *d = if self.relu && !(t > T::ZERO) { T::ZERO } else { t };
+        }
+    }
+}
+
 /// Nonzero entries of one row (or column) of a transform matrix.
 type Sparse = Vec<(usize, f64)>;
 
@@ -237,11 +278,11 @@ impl Kernels {
         }
     }
 
-    fn output<T: Elem>(self, g: &Geom, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T]) {
+    fn output<T: Elem>(self, g: &Geom, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T], epi: &Epilogue<T>) {
         if self.fast23 {
-            f23::output_transform(g, tl, mm, ng, y)
+            f23::output_transform(g, tl, mm, ng, y, epi)
         } else {
-            simd::dispatch(#[inline(always)] || output_transform(g, self.tf, tl, mm, ng, y))
+            simd::dispatch(#[inline(always)] || output_transform(g, self.tf, tl, mm, ng, y, epi))
         }
     }
 
@@ -528,7 +569,7 @@ fn input_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dv: &[T], 
 
 /// `y (ng, O, OH, OW)` from `M[ξ][o][t]`.
 #[inline(always)]
-fn output_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T]) {
+fn output_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T], epi: &Epilogue<T>) {
     let (o_n, p, th, tw, a, m) = (g.o, g.p(), tl.th, tl.tw, tf.alpha, tl.m);
     let tg = ng * tl.t;
     let mut s = vec![T::ZERO; a * tg];
@@ -563,6 +604,7 @@ fn output_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, mm: &[T], ng:
                     for (j, d) in yr[full * m..].iter_mut().enumerate() {
                         *d = z[j * tg + t0 + full];
                     }
+                    epi.apply(o, yr);
                 }
             }
         }
@@ -619,13 +661,14 @@ fn output_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dy: &[T],
 
 /// Forward: `x (N, C, H, W)`, `w (O, C, r, r)` -> `y (N, O, OH, OW)` with F(m, r).
 pub fn conv2d_fwd<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T]) -> Vec<T> {
-    conv2d_fwd_keep(g, m, x, w, false).0
+    conv2d_fwd_keep(g, m, x, w, false, &Epilogue::NONE).0
 }
 
 /// The forward, also returning (with `keep`) the input tiles `V` of all
 /// images, group after group: the weight gradient needs exactly them, so
-/// [`conv2d_bwd_fused`] need not transform the input again.
-pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool) -> (Vec<T>, Option<Vec<T>>) {
+/// [`conv2d_bwd_fused`] need not transform the input again. The output
+/// goes through `epi` (bias, ReLU) as it is written.
+pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>) -> (Vec<T>, Option<Vec<T>>) {
     let k = Kernels::new(m, g.kh);
     let (tf, tl) = (k.tf, k.tiles(g));
     let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
@@ -664,7 +707,7 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
                         par,
                     );
                 }
-                k.output(g, &bl, mm, ng, yg);
+                k.output(g, &bl, mm, ng, yg, epi);
             }
         })
     };
