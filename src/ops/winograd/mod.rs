@@ -659,6 +659,60 @@ fn output_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dy: &[T],
     }
 }
 
+/// `M[ξ] (O, tg) = U[ξ] (O, C) V[ξ] (C, tg)` for every plane ξ.
+#[allow(clippy::too_many_arguments)]
+fn planes_fwd<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, u: &[T], v: &[T], mm: &mut [T], par: Parallelism) {
+    for xi in 0..np {
+        gemm(
+            o_n,
+            tg,
+            c_n,
+            &mut mm[xi * o_n * tg..(xi + 1) * o_n * tg],
+            tg,
+            false,
+            Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
+            Mat::row_major(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+            par,
+        );
+    }
+}
+
+/// `dV[ξ] (C, tg) = U[ξ]^T dM[ξ]` for every plane ξ.
+#[allow(clippy::too_many_arguments)]
+fn planes_bwd_input<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, u: &[T], dm: &[T], dv: &mut [T], par: Parallelism) {
+    for xi in 0..np {
+        gemm(
+            c_n,
+            tg,
+            o_n,
+            &mut dv[xi * c_n * tg..(xi + 1) * c_n * tg],
+            tg,
+            false,
+            Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
+            Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+            par,
+        );
+    }
+}
+
+/// `dU[ξ] (O, C) (+)= dM[ξ] V[ξ]^T` for every plane ξ (added with `accumulate`).
+#[allow(clippy::too_many_arguments)]
+fn planes_bwd_weight<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, dm: &[T], v: &[T], du: &mut [T], accumulate: bool, par: Parallelism) {
+    for xi in 0..np {
+        gemm(
+            o_n,
+            c_n,
+            tg,
+            &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
+            c_n,
+            accumulate,
+            Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+            Mat::transposed(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+            par,
+        );
+    }
+}
+
 /// Forward: `x (N, C, H, W)`, `w (O, C, r, r)` -> `y (N, O, OH, OW)` with F(m, r).
 pub fn conv2d_fwd<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T]) -> Vec<T> {
     conv2d_fwd_keep(g, m, x, w, false, &Epilogue::NONE).0
@@ -694,19 +748,7 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
                     None => &mut vs[..np * c_n * tg],
                 };
                 k.input(g, &bl, xg, ng, v);
-                for xi in 0..np {
-                    gemm(
-                        o_n,
-                        tg,
-                        c_n,
-                        &mut mm[xi * o_n * tg..(xi + 1) * o_n * tg],
-                        tg,
-                        false,
-                        Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-                        Mat::row_major(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
-                        par,
-                    );
-                }
+                planes_fwd(np, o_n, c_n, tg, &u, v, mm, par);
                 k.output(g, &bl, mm, ng, yg, epi);
             }
         })
@@ -829,35 +871,11 @@ pub fn conv2d_bwd_fused<T: Elem>(
                                 v
                             }
                         };
-                        for xi in 0..np {
-                            gemm(
-                                o_n,
-                                c_n,
-                                tg,
-                                &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
-                                c_n,
-                                gi > g0 || b > 0,
-                                Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-                                Mat::transposed(&vg[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
-                                par,
-                            );
-                        }
+                        planes_bwd_weight(np, o_n, c_n, tg, dm, vg, du, gi > g0 || b > 0, par);
                     }
                     if let Some(u) = &u {
                         // `v` is free again: it takes dV.
-                        for xi in 0..np {
-                            gemm(
-                                c_n,
-                                tg,
-                                o_n,
-                                &mut v[xi * c_n * tg..(xi + 1) * c_n * tg],
-                                tg,
-                                false,
-                                Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-                                Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-                                par,
-                            );
-                        }
+                        planes_bwd_input(np, o_n, c_n, tg, u, dm, v, par);
                         k.input_bwd(g, &bl, v, ng, dxg);
                     }
                 }
@@ -903,19 +921,7 @@ pub fn conv2d_bwd_input<T: Elem>(g: &Geom, m: usize, dy: &[T], w: &[T]) -> Vec<T
                 let tg = ng * bl.t;
                 let (dv, dm) = (&mut dvs[..np * c_n * tg], &mut dms[..np * o_n * tg]);
                 k.output_bwd(g, &bl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
-                for xi in 0..np {
-                    gemm(
-                        c_n,
-                        tg,
-                        o_n,
-                        &mut dv[xi * c_n * tg..(xi + 1) * c_n * tg],
-                        tg,
-                        false,
-                        Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-                        Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-                        par,
-                    );
-                }
+                planes_bwd_input(np, o_n, c_n, tg, &u, dm, dv, par);
                 k.input_bwd(g, &bl, dv, ng, dxg);
             }
         })
@@ -950,19 +956,7 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<
                     let (v, dm) = (&mut vs[..np * c_n * tg], &mut dms[..np * o_n * tg]);
                     k.input(g, &bl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
                     k.output_bwd(g, &bl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
-                    for xi in 0..np {
-                        gemm(
-                            o_n,
-                            c_n,
-                            tg,
-                            &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
-                            c_n,
-                            gi > g0 || b > 0,
-                            Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-                            Mat::transposed(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
-                            par,
-                        );
-                    }
+                    planes_bwd_weight(np, o_n, c_n, tg, dm, v, &mut du, gi > g0 || b > 0, par);
                 }
             });
         }
