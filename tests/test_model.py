@@ -225,6 +225,21 @@ def test_callbacks_can_stop_training(sample):
     assert "val_accuracy" in seen[0][1]
 
 
+def test_a_raising_callback_ends_the_fit_cleanly(sample):
+    def boom(epoch, logs):
+        raise RuntimeError("callback failed")
+
+    model = fer.Model(TINY)
+    with pytest.raises(RuntimeError, match="callback failed"):
+        model.fit(sample, epochs=3, callbacks=[boom], progress=False)
+    # The native trainer was released: no fit is in progress any more.
+    with pytest.raises(FerValueError, match="not fitting"):
+        model._native.train_batch()
+    assert len(model.history) == 1  # the epoch ran; its callback failed
+    model.fit(sample, epochs=1, progress=False)
+    assert len(model.predict(sample)) == len(sample)
+
+
 def test_early_stopping_restores_best(sample):
     stopper = fer.callbacks.EarlyStopping(monitor="val_loss", patience=0)
     model = fer.Model(TINY).fit(sample, epochs=6, learning_rate=0.05, callbacks=[stopper], progress=False)

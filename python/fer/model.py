@@ -275,11 +275,13 @@ class Model:
             if not (callable(cb) or hasattr(cb, "on_epoch_end")):
                 raise TypeError(f"a callback must be a function f(epoch, logs) or a fer.callbacks.Callback, got {cb!r}")
         self.stop_training = False
-        for cb in callbacks:
-            _call(cb, "on_train_begin", self)
-        start = time.perf_counter()
         last_good = self.get_weights()
+        # Whatever ends the fit (a callback raising included), the native
+        # trainer and its buffers are released.
         try:
+            for cb in callbacks:
+                _call(cb, "on_train_begin", self)
+            start = time.perf_counter()
             for _ in range(int(epochs) - int(initial_epoch)):
                 logs = self._run_epoch(xv, yv, progress)
                 last_good = self.get_weights()
@@ -290,13 +292,13 @@ class Model:
                         self.stop_training = True
                 if self.stop_training or (time_limit is not None and time.perf_counter() - start >= time_limit):
                     break
+            for cb in callbacks:
+                _call(cb, "on_train_end", self)
         except KeyboardInterrupt:
             self.set_weights(last_good)
-            self._native.end_fit()
             raise
-        for cb in callbacks:
-            _call(cb, "on_train_end", self)
-        self._native.end_fit()
+        finally:
+            self._native.end_fit()
         self.metadata["trained_on"] = {"images": int(len(labels)), "validation_images": int(len(yv)) if yv is not None else 0}
         return self
 
