@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::conv::{choose_algo, fwd_any, input_and_weight_grads, Algo, Geom};
+use super::conv::{choose_algo, conv2d_fwd, input_and_weight_grads, Algo, Geom};
 use super::gemm::{contiguous_slice, recycle, Elem};
 use super::winograd;
 
@@ -40,20 +40,22 @@ impl ConvBiasAct {
             }
         }
         let epi = winograd::Epilogue { bias, relu: self.relu };
-        let (mut y, done) = match choose_algo(&g) {
+        let y = match choose_algo(&g) {
             Algo::Winograd(m) => {
                 let (y, v) = winograd::conv2d_fwd_keep(&g, m, x, w, self.kept.is_some(), &epi);
                 if let Some(kept) = &self.kept {
                     *kept.lock().unwrap_or_else(|e| e.into_inner()) = v.map(|v| Box::new(v) as Box<dyn Any + Send>);
                 }
-                (y, true)
+                y
             }
-            _ => (fwd_any::<T>(&g, x, w), false),
+            Algo::Im2col => {
+                let mut y = conv2d_fwd::<T>(&g, x, w);
+                if g.p() > 0 {
+                    y.par_chunks_mut(g.p()).enumerate().for_each(|(k, yk)| epi.apply(k % g.o, yk));
+                }
+                y
+            }
         };
-        let plane = g.p();
-        if !done && plane > 0 && (bias.is_some() || self.relu) {
-            y.par_chunks_mut(plane).enumerate().for_each(|(k, yk)| epi.apply(k % g.o, yk));
-        }
         Ok((y, Shape::from((g.n, g.o, g.oh, g.ow))))
     }
 
@@ -193,12 +195,22 @@ impl CustomOp3 for ConvBiasAct {
 /// `(y, g) -> g * (y > 0)`.
 struct ReluMask;
 
+/// The gradient through a ReLU whose output is `y`.
+#[inline(always)]
+pub(super) fn relu_grad<T: Elem>(y: T, g: T) -> T {
+    if y > T::ZERO {
+        g
+    } else {
+        T::ZERO
+    }
+}
+
 fn relu_mask<T: Elem>(y: &[T], g: &[T]) -> Vec<T> {
     let mut out = vec![T::ZERO; g.len()];
     const CHUNK: usize = 1 << 14;
     out.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK))).for_each(|(o, (y, g))| {
         for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-            *o = if y > T::ZERO { g } else { T::ZERO };
+            *o = relu_grad(y, g);
         }
     });
     out
@@ -226,6 +238,17 @@ impl CustomOp2 for ReluMask {
 /// image), so the result does not depend on the thread count.
 struct ChannelSum;
 
+/// The sum of one plane, in order (the fused Winograd backward sums its
+/// bias gradient with this too, so both give the same bits).
+#[inline(always)]
+pub(super) fn plane_sum<T: Elem>(plane: &[T]) -> T {
+    let mut s = T::ZERO;
+    for &v in plane {
+        s += v;
+    }
+    s
+}
+
 fn channel_sum<T: Elem>(g: &[T], n: usize, c: usize, plane: usize) -> Vec<T> {
     (0..c)
         .into_par_iter()
@@ -233,11 +256,7 @@ fn channel_sum<T: Elem>(g: &[T], n: usize, c: usize, plane: usize) -> Vec<T> {
             let mut acc = T::ZERO;
             for b in 0..n {
                 let start = (b * c + ch) * plane;
-                let mut part = T::ZERO;
-                for &v in &g[start..start + plane] {
-                    part += v;
-                }
-                acc += part;
+                acc += plane_sum(&g[start..start + plane]);
             }
             acc
         })

@@ -72,7 +72,6 @@ pub fn pooled<T: Elem>(len: usize) -> Vec<T> {
     };
     let mut v = found.unwrap_or_default();
     v.resize(len, T::ZERO);
-    v.truncate(len);
     v
 }
 

@@ -28,7 +28,8 @@ use std::sync::OnceLock;
 
 mod f23;
 
-use super::conv::{for_each_chunk, inner_par, map_jobs, sum_partials, Geom};
+use super::conv::{for_each_chunk, inner_par, sum_partials, Geom};
+use super::conv_bias_act::{plane_sum, relu_grad};
 use rayon::prelude::*;
 
 use super::gemm::{gemm, pooled, zeros, Elem, Mat, Parallelism};
@@ -56,6 +57,19 @@ pub struct Epilogue<'a, T> {
 impl<T: Elem> Epilogue<'_, T> {
     pub const NONE: Epilogue<'static, T> = Epilogue { bias: None, relu: false };
 
+    /// `relu?(v + b)`; `!(t > 0)` also zeroes NaN, as a max(t, 0) would
+    /// not (NaN inputs are rejected before training, so only overflow gets
+    /// here).
+    #[inline(always)]
+    fn map(&self, b: T, v: T) -> T {
+        let t = v + b;
+        if self.relu && !(t > T::ZERO) {
+            T::ZERO
+        } else {
+            t
+        }
+    }
+
     /// `dst = epilogue(src)` for a row of output channel `o`.
     #[inline(always)]
     fn write(&self, o: usize, src: &[T], dst: &mut [T]) {
@@ -64,11 +78,7 @@ impl<T: Elem> Epilogue<'_, T> {
             return;
         }
         let b = self.bias.map_or(T::ZERO, |b| b[o]);
-        for (d, &v) in dst.iter_mut().zip(src) {
-            let t = v + b;
-            // `!(t > 0)` also zeroes NaN, as conv_bias_act's pass does.
-            *d = if self.relu && !(t > T::ZERO) { T::ZERO } else { t };
-        }
+        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = self.map(b, v));
     }
 
     /// The epilogue in place on a row of output channel `o`.
@@ -78,10 +88,7 @@ impl<T: Elem> Epilogue<'_, T> {
             return;
         }
         let b = self.bias.map_or(T::ZERO, |b| b[o]);
-        for d in row.iter_mut() {
-            let t = *d + b;
-            *d = if self.relu && !(t > T::ZERO) { T::ZERO } else { t };
-        }
+        row.iter_mut().for_each(|d| *d = self.map(b, *d));
     }
 }
 
@@ -768,6 +775,9 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
     (y, Some(kept))
 }
 
+/// `(dx, dw, db)`, each where it was wanted.
+pub type Grads<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
+
 /// Which gradients [`conv2d_bwd_fused`] computes.
 #[derive(Clone, Copy, Debug)]
 pub struct Wanted {
@@ -778,12 +788,14 @@ pub struct Wanted {
 
 /// `(dx, dw, db)` of `relu?(conv(x, w) + b)` in one pass over the image
 /// groups: `dM = A dY A^T` is computed once for both the input and the
-/// weight gradient (the separate ops each computed it), `V` comes from the
-/// forward when `kept`, the ReLU mask (`relu_out`: the op's output) is
-/// applied group by group, and the bias gradient is summed from the same
-/// masked gradient. Results are bit-identical to [`conv2d_bwd_input`],
-/// [`conv2d_bwd_weight`] and per-channel sums image by image: same
-/// partition into partial sums, same GEMMs.
+/// weight gradient, `V` comes from the forward when `kept`, the ReLU mask
+/// (`relu_out`: the op's output) is applied group by group, and the bias
+/// gradient is summed from the same masked gradient. Only the `want`ed
+/// gradients are computed (`x` is unused without dw, `w` without dx). The
+/// weight gradient's partial sums follow a fixed partition of the groups,
+/// so results do not depend on the thread count, and kept or recomputed
+/// `V`, masking here or beforehand, and summing `db` here or with
+/// `conv_bias_act`'s per-channel sum give the same bits (tested).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_bwd_fused<T: Elem>(
     g: &Geom,
@@ -794,7 +806,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
     dy: &[T],
     relu_out: Option<&[T]>,
     want: Wanted,
-) -> (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>) {
+) -> Grads<T> {
     let k = Kernels::new(m, g.kh);
     let (tf, tl) = (k.tf, k.tiles(g));
     let (c_n, o_n, chw, p, np) = (g.c, g.o, g.chw(), g.p(), tf.planes());
@@ -838,7 +850,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
                     Some(y) => {
                         let yg = &y[n0 * op..(n0 + ng) * op];
                         for ((o, &yv), &gv) in rest.iter_mut().zip(yg).zip(dyg) {
-                            *o = if yv > T::ZERO { gv } else { T::ZERO };
+                            *o = relu_grad(yv, gv);
                         }
                         rest
                     }
@@ -846,17 +858,13 @@ pub fn conv2d_bwd_fused<T: Elem>(
                 };
                 if want.db {
                     for (plane, d) in dyg.chunks_exact(p).zip(&mut db_part[(n0 - first) * o_n..(n0 - first + ng) * o_n]) {
-                        let mut s = T::ZERO;
-                        for &v in plane {
-                            s += v;
-                        }
-                        *d = s;
+                        *d = plane_sum(plane);
                     }
                 }
                 if !(want.dx || want.dw) {
                     return;
                 }
-                let xg = &x[n0 * chw..(n0 + ng) * chw];
+                let xg: &[T] = if want.dw { &x[n0 * chw..(n0 + ng) * chw] } else { &[] };
                 let dxg = if want.dx { &mut dx_part[(n0 - first) * chw..(n0 - first + ng) * chw] } else { &mut [][..] };
                 for b in 0..tl.bands {
                     let bl = tl.band(b);
@@ -902,67 +910,14 @@ pub fn conv2d_bwd_fused<T: Elem>(
 
 /// Input gradient: `dy (N, O, OH, OW)`, `w` -> `dx (N, C, H, W)`.
 pub fn conv2d_bwd_input<T: Elem>(g: &Geom, m: usize, dy: &[T], w: &[T]) -> Vec<T> {
-    let k = Kernels::new(m, g.kh);
-    let (tf, tl) = (k.tf, k.tiles(g));
-    let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
-    let mut dx = zeros::<T>(g.n * chw);
-    if dx.is_empty() || op == 0 {
-        return dx;
-    }
-    let u = k.filter(g, w);
-    let par = inner_par(tl.groups);
-    let run = |gi: usize, dxg: &mut [T]| {
-        let (n0, ng) = tl.images(g, gi);
-        let most = tl.max_band_tiles(ng);
-        T::with_scratch(np * (c_n + o_n) * most, |buf| {
-            let (dvs, dms) = buf.split_at_mut(np * c_n * most);
-            for b in 0..tl.bands {
-                let bl = tl.band(b);
-                let tg = ng * bl.t;
-                let (dv, dm) = (&mut dvs[..np * c_n * tg], &mut dms[..np * o_n * tg]);
-                k.output_bwd(g, &bl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
-                planes_bwd_input(np, o_n, c_n, tg, &u, dm, dv, par);
-                k.input_bwd(g, &bl, dv, ng, dxg);
-            }
-        })
-    };
-    for_each_chunk(&mut dx, tl.gs * chw, par, run);
-    dx
+    let want = Wanted { dx: true, dw: false, db: false };
+    conv2d_bwd_fused(g, m, &[], None, w, dy, None, want).0.unwrap_or_default()
 }
 
 /// Weight gradient: `x`, `dy` -> `dw (O, C, r, r)`.
 pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<T> {
-    let k = Kernels::new(m, g.kh);
-    let (tf, tl) = (k.tf, k.tiles(g));
-    let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
-    if g.n == 0 || op == 0 {
-        return zeros::<T>(o_n * c_n * g.kh * g.kw);
-    }
-    // Fixed partition of groups into partial sums (thread-count independent).
-    let per_part = tl.groups.div_ceil(MAX_PARTIALS);
-    let parts = tl.groups.div_ceil(per_part);
-    let par = inner_par(parts);
-    let run = |part: usize| -> Vec<T> {
-        let mut du = zeros::<T>(np * o_n * c_n);
-        let (g0, g1) = (part * per_part, ((part + 1) * per_part).min(tl.groups));
-        for gi in g0..g1 {
-            let (n0, ng) = tl.images(g, gi);
-            let most = tl.max_band_tiles(ng);
-            T::with_scratch(np * (c_n + o_n) * most, |buf| {
-                let (vs, dms) = buf.split_at_mut(np * c_n * most);
-                for b in 0..tl.bands {
-                    let bl = tl.band(b);
-                    let tg = ng * bl.t;
-                    let (v, dm) = (&mut vs[..np * c_n * tg], &mut dms[..np * o_n * tg]);
-                    k.input(g, &bl, &x[n0 * chw..(n0 + ng) * chw], ng, v);
-                    k.output_bwd(g, &bl, &dy[n0 * op..(n0 + ng) * op], ng, dm);
-                    planes_bwd_weight(np, o_n, c_n, tg, dm, v, &mut du, gi > g0 || b > 0, par);
-                }
-            });
-        }
-        du
-    };
-    k.filter_bwd(g, &sum_partials(map_jobs(parts, par, run)))
+    let want = Wanted { dx: false, dw: true, db: false };
+    conv2d_bwd_fused(g, m, x, None, &[], dy, None, want).1.unwrap_or_default()
 }
 
 #[cfg(test)]
