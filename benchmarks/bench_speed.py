@@ -149,6 +149,7 @@ def torch_model(spec: dict):
 
 def time_torch(spec: dict, batch: int, batches: int, repeats: int) -> tuple[float, float]:
     net, torch = torch_model(spec)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     x = torch.rand(batch, 1, 48, 48)
     y = torch.randint(0, 7, (batch,))
     net(x)
@@ -247,7 +248,10 @@ def in_subprocess(name: str, spec: dict, args: argparse.Namespace) -> tuple[floa
         "except ImportError:\n"
         "    print('null')\n"
     )
-    env = dict(os.environ, FER_NO_MALLOPT="1", TF_CPP_MIN_LOG_LEVEL="2")
+    # The same thread count as fer's, so that the columns compare like with like.
+    threads = str(fer.get_num_threads())
+    env = dict(os.environ, FER_NO_MALLOPT="1", TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS=threads)
+    env.update(TF_NUM_INTRAOP_THREADS=threads)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return None if result is None else (float(result[0]), float(result[1]))
