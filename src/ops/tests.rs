@@ -281,10 +281,10 @@ fn pool_ties_go_to_first_max() {
     assert_eq!(dx, want);
 }
 
-/// Winograd vs im2col kernels directly, for F(2x2, 3x3) (hand-written
-/// transforms), F(3x3, 3x3), F(4x4, 3x3), F(3x3, 4x4) and F(2x2, 4x4)
+/// Winograd vs im2col kernels directly, for F(2x2, 3x3) and F(4x4, 3x3)
+/// (hand-written transforms), F(3x3, 3x3), F(3x3, 4x4) and F(2x2, 4x4)
 /// (general ones), on many stride-1 shapes (odd sizes, asymmetric padding,
-/// partial image groups). The general F(2x2, 3x3) is covered by
+/// partial image groups). The general F(2x2, 3x3) and F(4x4, 3x3) are covered by
 /// `FER_WINOGRAD=general cargo test winograd`.
 #[test]
 fn winograd_matches_im2col() {
@@ -314,6 +314,7 @@ fn winograd_case(m: usize, r: usize) {
         ([20, 4, 13, 11], 3, [1, 1, 1, 1]),
         ([3, 2, 3, 3], 2, [0, 0, 0, 0]), // 1x1 output
         ([3, 2, 30, 26], 3, [1, 1, 1, 1]), // more tiles than a group holds: bands (with F(2x2, 3x3))
+        ([2, 2, 50, 46], 3, [1, 1, 1, 1]), // bands with F(4x4, 3x3) (13 x 12 tiles: 12 + 1 rows)
     ];
     for (i, &(xd, o, pad)) in cases.iter().enumerate() {
         let Ok(g) = Geom::new(&xd, &[o, xd[1], r, r], pad, 1) else { continue };
@@ -399,6 +400,8 @@ fn fused_winograd_backward_is_bit_identical() {
         (3, [3, 8, 16, 16], [5, 8, 4, 4], [1, 2, 1, 2]),
         (2, [40, 8, 16, 16], [4, 8, 3, 3], [0, 0, 0, 0]), // several groups per partial sum
         (2, [3, 8, 30, 26], [5, 8, 3, 3], [1, 1, 1, 1]), // bands of tile rows
+        (4, [5, 8, 17, 16], [6, 8, 3, 3], [1, 1, 1, 1]), // F(4x4, 3x3): partial tiles, 2 images a group
+        (4, [2, 8, 50, 46], [3, 8, 3, 3], [1, 1, 1, 1]), // F(4x4, 3x3) in bands
     ];
     for (i, &(m, xd, wd, pad)) in cases.iter().enumerate() {
         let g = Geom::new(&xd, &wd, pad, 1).unwrap();

@@ -27,6 +27,7 @@
 use std::sync::OnceLock;
 
 mod f23;
+mod f43;
 
 use super::conv::{for_each_chunk, inner_par, sum_partials, Geom};
 use super::conv_bias_act::{plane_sum, relu_grad};
@@ -240,65 +241,81 @@ pub fn transform(m: usize, r: usize) -> &'static Transform {
     cache[m * MAX_ALPHA + r].get_or_init(|| Transform::new(m, r))
 }
 
-/// The transforms of one F(m, r): the hand-written ones of [`f23`] for
-/// F(2x2, 3x3) (`FER_WINOGRAD=general` turns them off, for A/B checks and
-/// so the tests can cover both), the general ones (run under
-/// `simd::dispatch`) otherwise.
+/// Which hand-written transforms a F(m, r) has.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fast {
+    F23,
+    F43,
+}
+
+/// The transforms of one F(m, r): the hand-written ones of [`f23`] and
+/// [`f43`] for F(2x2, 3x3) and F(4x4, 3x3) (`FER_WINOGRAD=general` turns
+/// them off, for A/B checks and so the tests can cover both), the general
+/// ones (run under `simd::dispatch`) otherwise.
 #[derive(Clone, Copy)]
 struct Kernels {
     tf: &'static Transform,
-    fast23: bool,
+    fast: Option<Fast>,
+}
+
+/// Calls the hand-written transform of `$k` if it has one, else the general one.
+macro_rules! pick {
+    ($k:expr, $name:ident($g:expr, $($arg:expr),*)) => {
+        match $k.fast {
+            Some(Fast::F23) => f23::$name($g, $($arg),*),
+            Some(Fast::F43) => f43::$name($g, $($arg),*),
+            None => simd::dispatch(#[inline(always)] || $name($g, $k.tf, $($arg),*)),
+        }
+    };
 }
 
 impl Kernels {
     fn new(m: usize, r: usize) -> Self {
         static GENERAL: OnceLock<bool> = OnceLock::new();
         let general = *GENERAL.get_or_init(|| std::env::var("FER_WINOGRAD").is_ok_and(|v| v == "general"));
-        Kernels { tf: transform(m, r), fast23: m == 2 && r == 3 && !general }
+        let fast = match (m, r) {
+            _ if general => None,
+            (2, 3) => Some(Fast::F23),
+            (4, 3) => Some(Fast::F43),
+            _ => None,
+        };
+        Kernels { tf: transform(m, r), fast }
     }
 
     fn tiles(self, g: &Geom) -> Tiles {
-        Tiles::new(g, self.tf, self.fast23)
+        Tiles::new(g, self.tf, self.fast.is_some())
     }
 
     fn filter<T: Elem>(self, g: &Geom, w: &[T]) -> Vec<T> {
-        if self.fast23 { f23::filter_transform(g, w) } else { filter_transform(g, self.tf, w) }
+        match self.fast {
+            Some(Fast::F23) => f23::filter_transform(g, w),
+            Some(Fast::F43) => f43::filter_transform(g, w),
+            None => filter_transform(g, self.tf, w),
+        }
     }
 
     fn filter_bwd<T: Elem>(self, g: &Geom, du: &[T]) -> Vec<T> {
-        if self.fast23 { f23::filter_transform_bwd(g, du) } else { filter_transform_bwd(g, self.tf, du) }
+        match self.fast {
+            Some(Fast::F23) => f23::filter_transform_bwd(g, du),
+            Some(Fast::F43) => f43::filter_transform_bwd(g, du),
+            None => filter_transform_bwd(g, self.tf, du),
+        }
     }
 
     fn input<T: Elem>(self, g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
-        if self.fast23 {
-            f23::input_transform(g, tl, x, ng, v)
-        } else {
-            simd::dispatch(#[inline(always)] || input_transform(g, self.tf, tl, x, ng, v))
-        }
+        pick!(self, input_transform(g, tl, x, ng, v))
     }
 
     fn input_bwd<T: Elem>(self, g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
-        if self.fast23 {
-            f23::input_transform_bwd(g, tl, dv, ng, dx)
-        } else {
-            simd::dispatch(#[inline(always)] || input_transform_bwd(g, self.tf, tl, dv, ng, dx))
-        }
+        pick!(self, input_transform_bwd(g, tl, dv, ng, dx))
     }
 
     fn output<T: Elem>(self, g: &Geom, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T], epi: &Epilogue<T>) {
-        if self.fast23 {
-            f23::output_transform(g, tl, mm, ng, y, epi)
-        } else {
-            simd::dispatch(#[inline(always)] || output_transform(g, self.tf, tl, mm, ng, y, epi))
-        }
+        pick!(self, output_transform(g, tl, mm, ng, y, epi))
     }
 
     fn output_bwd<T: Elem>(self, g: &Geom, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
-        if self.fast23 {
-            f23::output_transform_bwd(g, tl, dy, ng, dm)
-        } else {
-            simd::dispatch(#[inline(always)] || output_transform_bwd(g, self.tf, tl, dy, ng, dm))
-        }
+        pick!(self, output_transform_bwd(g, tl, dy, ng, dm))
     }
 }
 
@@ -938,5 +955,11 @@ mod tests {
         assert_eq!((tl.band_rows, tl.bands, tl.gs), (6, 4, 1));
         let g12 = Geom::new(&[64, 64, 12, 12], &[124, 64, 3, 3], [1; 4], 1).unwrap();
         assert_eq!(Tiles::new(&g12, transform(2, 3), true).gs, 4);
+        // F(4x4, 3x3): a 48x48 map is one band of 12 x 12 tiles; 50 x 46 outputs, two bands
+        let tl = Tiles::new(&g48, transform(4, 3), true);
+        assert_eq!((tl.th, tl.tw, tl.bands, tl.gs), (12, 12, 1, 1));
+        let g50 = Geom::new(&[2, 8, 50, 46], &[3, 8, 3, 3], [1; 4], 1).unwrap();
+        let tl = Tiles::new(&g50, transform(4, 3), true);
+        assert_eq!((tl.th, tl.tw, tl.band_rows, tl.bands), (13, 12, 12, 2));
     }
 }
