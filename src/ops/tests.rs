@@ -440,7 +440,8 @@ fn winograd_only_where_it_wins() {
     use super::conv::{choose_algo, Algo, Geom};
     let algo = |x: [usize; 4], w: [usize; 4]| choose_algo(&Geom::new(&x, &w, [1, 1, 1, 1], 1).unwrap());
     assert_eq!(algo([3, 9, 17, 16], [5, 9, 3, 3]), Algo::Winograd(2));
-    assert_eq!(algo([64, 48, 48, 48], [48, 48, 3, 3]), Algo::Winograd(2));
+    assert_eq!(algo([64, 48, 48, 48], [48, 48, 3, 3]), Algo::Winograd(4)); // large map: F(4x4, 3x3)
+    assert_eq!(algo([64, 48, 24, 24], [64, 48, 3, 3]), Algo::Winograd(2));
     assert_eq!(algo([64, 48, 48, 48], [48, 48, 4, 4]), Algo::Winograd(3));
     assert_eq!(algo([64, 64, 12, 12], [124, 64, 3, 3]), Algo::Winograd(2));
     assert_eq!(algo([64, 64, 6, 6], [124, 64, 3, 3]), Algo::Im2col); // small plane

@@ -4,6 +4,12 @@
 //! ±1, ±2, ∞), with the common subexpressions written out; same layouts and
 //! band handling as [`super::f23`]: `V[ξ][c][t]`, `M[ξ][o][t]`,
 //! `U[ξ][o][c]` with 36 planes, `ξ = 6 a + b`.
+//!
+//! Tiles sit at stride 4, so a tile row is first split into its 4 phases
+//! (`ph[p][u] = row[4 u + p]`): element `k` of tile `tj` is then
+//! `ph[k % 4][tj + k / 4]`, and every transform loop runs over `tj` on
+//! contiguous slices, which LLVM vectorises (under `simd::dispatch`); the
+//! gathers of stride 4 are left to the short split and merge passes.
 
 use super::super::conv::Geom;
 use super::super::gemm::{zeros, Elem};
@@ -74,6 +80,47 @@ fn gt6(u: [f64; 6]) -> [f64; 3] {
     ]
 }
 
+/// `outs[.][j] = f(ins[.][j])` for `j < n`: six (or four) streams in,
+/// six (or four) out. A function, not a loop written in place: its slice
+/// parameters tell LLVM that the streams do not overlap (a loop over a
+/// dozen slices cut from buffers needs more run-time overlap checks than
+/// LLVM will emit, and stays scalar), and cutting them to `n` here drops
+/// the bounds checks, so the loop vectorises.
+macro_rules! stream_fn {
+    ($name:ident, $ni:literal [$($i:ident),+], $no:literal [$($o:ident),+]) => {
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        fn $name<T: Elem>(n: usize, $($i: &[T],)+ $($o: &mut [T],)+ f: impl Fn([T; $ni]) -> [T; $no]) {
+            $(let $i = &$i[..n];)+
+            $(let $o = &mut $o[..n];)+
+            for j in 0..n {
+                let r = f([$($i[j]),+]);
+                let mut _k = 0;
+                $($o[j] = r[_k]; _k += 1;)+
+            }
+        }
+    };
+}
+stream_fn!(stream66, 6 [i0, i1, i2, i3, i4, i5], 6 [o0, o1, o2, o3, o4, o5]);
+stream_fn!(stream64, 6 [i0, i1, i2, i3, i4, i5], 4 [o0, o1, o2, o3]);
+stream_fn!(stream46, 4 [i0, i1, i2, i3], 6 [o0, o1, o2, o3, o4, o5]);
+
+/// `streams!(n, [ins] => [outs], f)`: the [`stream_fn`] for that many streams.
+macro_rules! streams {
+    ($n:expr, [$a0:ident, $a1:ident, $a2:ident, $a3:ident, $a4:ident, $a5:ident] => [$($o:ident),+], $f:expr) => {
+        streams!(@six $n, [$a0, $a1, $a2, $a3, $a4, $a5], [$($o),+], $f)
+    };
+    ($n:expr, [$a0:ident, $a1:ident, $a2:ident, $a3:ident] => [$($o:ident),+], $f:expr) => {
+        stream46($n, $a0, $a1, $a2, $a3, $($o),+, $f)
+    };
+    (@six $n:expr, [$($i:ident),+], [$b0:ident, $b1:ident, $b2:ident, $b3:ident, $b4:ident, $b5:ident], $f:expr) => {
+        stream66($n, $($i),+, $b0, $b1, $b2, $b3, $b4, $b5, $f)
+    };
+    (@six $n:expr, [$($i:ident),+], [$b0:ident, $b1:ident, $b2:ident, $b3:ident], $f:expr) => {
+        stream64($n, $($i),+, $b0, $b1, $b2, $b3, $f)
+    };
+}
+
 fn consts<T: Elem>() -> (T, T, T, T) {
     (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0), T::from_f64(8.0))
 }
@@ -117,17 +164,58 @@ pub(super) fn filter_transform_bwd<T: Elem>(g: &Geom, du: &[T]) -> Vec<T> {
     dw
 }
 
+/// `ph[p][u] = row[4 u + p]` for `u < len` (zero past the row's end).
+#[inline(always)]
+fn split4<T: Elem>(row: &[T], ph: &mut [T], len: usize) {
+    let (p0, rest) = ph.split_at_mut(len);
+    let (p1, rest) = rest.split_at_mut(len);
+    let (p2, p3) = rest.split_at_mut(len);
+    let p3 = &mut p3[..len];
+    let full = (row.len() / 4).min(len);
+    for (u, ch) in row.chunks_exact(4).take(full).enumerate() {
+        (p0[u], p1[u], p2[u], p3[u]) = (ch[0], ch[1], ch[2], ch[3]);
+    }
+    for u in full..len {
+        let at = |p: usize| row.get(4 * u + p).copied().unwrap_or(T::ZERO);
+        (p0[u], p1[u], p2[u], p3[u]) = (at(0), at(1), at(2), at(3));
+    }
+}
+
+/// `row[4 u + p] = ph[p][u]` (the inverse of [`split4`]) for the whole row.
+#[inline(always)]
+fn merge4<T: Elem>(ph: &[T], len: usize, row: &mut [T]) {
+    let (p0, p1, p2, p3) = (&ph[..len], &ph[len..2 * len], &ph[2 * len..3 * len], &ph[3 * len..4 * len]);
+    let full = (row.len() / 4).min(len);
+    let (head, tail) = row.split_at_mut(4 * full);
+    for (u, ch) in head.chunks_exact_mut(4).enumerate() {
+        (ch[0], ch[1], ch[2], ch[3]) = (p0[u], p1[u], p2[u], p3[u]);
+    }
+    for (j, d) in tail.iter_mut().enumerate() {
+        *d = ph[j * len + full];
+    }
+}
+
+/// The six inputs of every tile of a split row: `ph[k % 4][tj + k / 4]`.
+#[inline(always)]
+fn taps<T: Elem>(ph: &[T], len: usize, tw: usize) -> [&[T]; 6] {
+    let p = |k: usize| &ph[(k % 4) * len + k / 4..][..tw];
+    [p(0), p(1), p(2), p(3), p(4), p(5)]
+}
+
 /// `V[ξ][c][t]` (36, C, tg) for `ng` images `x (ng, C, H, W)`: the row
 /// transform on six whole padded rows, then the column transform of each
 /// tile writes the 36 planes contiguously along a tile row.
+#[inline(always)]
 pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
     let (c_n, tw) = (g.c, tl.tw);
     let tg = ng * tl.t;
     let wp = 4 * tw + 2;
+    let len = tw + 1;
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
     let (two, four, five, _) = consts::<T>();
     let mut rows = vec![T::ZERO; 6 * wp];
     let mut tmp = vec![T::ZERO; 6 * wp];
+    let mut ph = vec![T::ZERO; 4 * len];
     let mut out = vec![T::ZERO; 6 * tw];
     for img in 0..ng {
         for c in 0..c_n {
@@ -138,23 +226,19 @@ pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize,
                     load_padded_row(xc, g, r0 + r as isize, pl, &mut rows[r * wp..(r + 1) * wp]);
                 }
                 {
-                    let d: [&[T]; 6] = std::array::from_fn(|r| &rows[r * wp..(r + 1) * wp]);
+                    let [d0, d1, d2, d3, d4, d5]: [&[T]; 6] = std::array::from_fn(|r| &rows[r * wp..(r + 1) * wp]);
                     let mut t = tmp.chunks_exact_mut(wp);
-                    let t: [&mut [T]; 6] = std::array::from_fn(|_| t.next().unwrap());
-                    let [t0, t1, t2, t3, t4, t5] = t;
-                    for j in 0..wp {
-                        let o = bt([d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j]], two, four, five);
-                        (t0[j], t1[j], t2[j], t3[j], t4[j], t5[j]) = (o[0], o[1], o[2], o[3], o[4], o[5]);
-                    }
+                    let [t0, t1, t2, t3, t4, t5]: [&mut [T]; 6] = std::array::from_fn(|_| t.next().unwrap());
+                    streams!(wp, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
                 }
                 let t0 = img * tl.t + ti * tw;
                 for a in 0..6 {
-                    let ta = &tmp[a * wp..(a + 1) * wp];
-                    for tj in 0..tw {
-                        let o = bt(std::array::from_fn(|k| ta[4 * tj + k]), two, four, five);
-                        for b in 0..6 {
-                            out[b * tw + tj] = o[b];
-                        }
+                    split4(&tmp[a * wp..(a + 1) * wp], &mut ph, len);
+                    {
+                        let [d0, d1, d2, d3, d4, d5] = taps(&ph, len, tw);
+                        let mut o = out.chunks_exact_mut(tw);
+                        let [o0, o1, o2, o3, o4, o5]: [&mut [T]; 6] = std::array::from_fn(|_| o.next().unwrap());
+                        streams!(tw, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| bt(d, two, four, five));
                     }
                     for b in 0..6 {
                         let base = ((a * 6 + b) * c_n + c) * tg + t0;
@@ -167,14 +251,18 @@ pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize,
 }
 
 /// Scatter-adds `B dV B^T` of every tile into `dx (ng, C, H, W)`.
+#[inline(always)]
 pub(super) fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
     let (c_n, tw) = (g.c, tl.tw);
     let tg = ng * tl.t;
     let wp = 4 * tw + 2;
+    let len = tw + 1;
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
     let (two, four, five, _) = consts::<T>();
     let mut e = vec![T::ZERO; 6 * wp];
     let mut rows = vec![T::ZERO; 6 * wp];
+    let mut o6 = vec![T::ZERO; 6 * tw];
+    let mut ph = vec![T::ZERO; 4 * len];
     let lo = pl.min(wp);
     let hi = (pl + g.w).min(wp);
     for img in 0..ng {
@@ -185,32 +273,35 @@ pub(super) fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: u
                 let t0 = img * tl.t + ti * tw;
                 // column adjoint on each tile row a of dV; neighbouring tiles overlap by 2
                 for a in 0..6 {
-                    let ea = &mut e[a * wp..(a + 1) * wp];
-                    ea.fill(T::ZERO);
-                    let d: [&[T]; 6] = std::array::from_fn(|b| {
-                        let base = ((a * 6 + b) * c_n + c) * tg + t0;
-                        &dv[base..base + tw]
-                    });
-                    for tj in 0..tw {
-                        let o = b6(std::array::from_fn(|b| d[b][tj]), two, four, five);
-                        for k in 0..6 {
-                            ea[4 * tj + k] += o[k];
+                    {
+                        let [d0, d1, d2, d3, d4, d5]: [&[T]; 6] = std::array::from_fn(|b| {
+                            let base = ((a * 6 + b) * c_n + c) * tg + t0;
+                            &dv[base..base + tw]
+                        });
+                        let mut o = o6.chunks_exact_mut(tw);
+                        let [o0, o1, o2, o3, o4, o5]: [&mut [T]; 6] = std::array::from_fn(|_| o.next().unwrap());
+                        streams!(tw, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| b6(d, two, four, five));
+                    }
+                    // phase p holds taps p (at tj) and p + 4 (at tj + 1)
+                    for p in 0..4 {
+                        let dst = &mut ph[p * len..(p + 1) * len];
+                        dst[..tw].copy_from_slice(&o6[p * tw..(p + 1) * tw]);
+                        dst[tw] = T::ZERO;
+                        if p < 2 {
+                            dst[1..].iter_mut().zip(&o6[(p + 4) * tw..(p + 5) * tw]).for_each(|(d, &s)| *d += s);
                         }
                     }
+                    merge4(&ph, len, &mut e[a * wp..(a + 1) * wp]);
                 }
                 if hi <= lo {
                     continue;
                 }
                 // row adjoint: padded row r0 + k gets (B e)[k]
                 {
-                    let es: [&[T]; 6] = std::array::from_fn(|a| &e[a * wp..(a + 1) * wp]);
+                    let [e0, e1, e2, e3, e4, e5]: [&[T]; 6] = std::array::from_fn(|a| &e[a * wp + lo..(a + 1) * wp]);
                     let mut r = rows.chunks_exact_mut(wp);
-                    let r: [&mut [T]; 6] = std::array::from_fn(|_| r.next().unwrap());
-                    let [r0_, r1, r2, r3, r4, r5] = r;
-                    for j in lo..hi {
-                        let o = b6([es[0][j], es[1][j], es[2][j], es[3][j], es[4][j], es[5][j]], two, four, five);
-                        (r0_[j], r1[j], r2[j], r3[j], r4[j], r5[j]) = (o[0], o[1], o[2], o[3], o[4], o[5]);
-                    }
+                    let [q0, q1, q2, q3, q4, q5]: [&mut [T]; 6] = std::array::from_fn(|_| &mut r.next().unwrap()[lo..]);
+                    streams!(hi - lo, [e0, e1, e2, e3, e4, e5] => [q0, q1, q2, q3, q4, q5], |d| b6(d, two, four, five));
                 }
                 for k in 0..6 {
                     let ih = r0 + k as isize;
@@ -227,11 +318,13 @@ pub(super) fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: u
 }
 
 /// `y (ng, O, OH, OW)` from `M[ξ][o][t]`, through `epi`.
+#[inline(always)]
 pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize, y: &mut [T], epi: &Epilogue<T>) {
     let (o_n, p, tw) = (g.o, g.p(), tl.tw);
     let tg = ng * tl.t;
     let (two, four, _, eight) = consts::<T>();
     let mut s = vec![T::ZERO; 24 * tw]; // s[i][b][tj]
+    let mut z = vec![T::ZERO; 4 * tw]; // z[j][tj]: output column 4 tj + j
     let mut yr = vec![T::ZERO; 4 * tw];
     for img in 0..ng {
         for o in 0..o_n {
@@ -239,27 +332,28 @@ pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize
             for ti in 0..tl.th {
                 let t0 = img * tl.t + ti * tw;
                 for b in 0..6 {
-                    let mab: [&[T]; 6] = std::array::from_fn(|a| {
+                    let [m0, m1, m2, m3, m4, m5]: [&[T]; 6] = std::array::from_fn(|a| {
                         let base = ((a * 6 + b) * o_n + o) * tg + t0;
                         &m[base..base + tw]
                     });
-                    for tj in 0..tw {
-                        let r = at(std::array::from_fn(|a| mab[a][tj]), two, four, eight);
-                        for i in 0..4 {
-                            s[(i * 6 + b) * tw + tj] = r[i];
-                        }
-                    }
+                    let (s0, rest) = s.split_at_mut(6 * tw);
+                    let (s1, rest) = rest.split_at_mut(6 * tw);
+                    let (s2, s3) = rest.split_at_mut(6 * tw);
+                    let (s0, s1, s2, s3) = (&mut s0[b * tw..], &mut s1[b * tw..], &mut s2[b * tw..], &mut s3[b * tw..]);
+                    streams!(tw, [m0, m1, m2, m3, m4, m5] => [s0, s1, s2, s3], |v| at(v, two, four, eight));
                 }
                 for i in 0..4 {
                     let oh = 4 * (tl.ti0 + ti) + i;
                     if oh >= g.oh {
                         break;
                     }
-                    let si = &s[i * 6 * tw..(i + 1) * 6 * tw];
-                    for tj in 0..tw {
-                        let r = at(std::array::from_fn(|b| si[b * tw + tj]), two, four, eight);
-                        yr[4 * tj..4 * tj + 4].copy_from_slice(&r);
+                    {
+                        let [q0, q1, q2, q3, q4, q5]: [&[T]; 6] = std::array::from_fn(|b| &s[(i * 6 + b) * tw..]);
+                        let mut zz = z.chunks_exact_mut(tw);
+                        let [z0, z1, z2, z3]: [&mut [T]; 4] = std::array::from_fn(|_| zz.next().unwrap());
+                        streams!(tw, [q0, q1, q2, q3, q4, q5] => [z0, z1, z2, z3], |v| at(v, two, four, eight));
                     }
+                    merge4(&z, tw, &mut yr);
                     epi.write(o, &yr[..g.ow], &mut yo[oh * g.ow..(oh + 1) * g.ow]);
                 }
             }
@@ -268,6 +362,7 @@ pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize
 }
 
 /// `dM[ξ][o][t] = A dY A^T` from `dy (ng, O, OH, OW)`.
+#[inline(always)]
 pub(super) fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
     let (o_n, p, tw) = (g.o, g.p(), tl.tw);
     let tg = ng * tl.t;
@@ -275,6 +370,7 @@ pub(super) fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: 
     let (two, four, _, eight) = consts::<T>();
     let mut rows = vec![T::ZERO; 4 * wq];
     let mut r6 = vec![T::ZERO; 6 * wq];
+    let mut ph = vec![T::ZERO; 4 * tw];
     let mut out = vec![T::ZERO; 6 * tw];
     for img in 0..ng {
         for o in 0..o_n {
@@ -291,23 +387,19 @@ pub(super) fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: 
                     }
                 }
                 {
-                    let y: [&[T]; 4] = std::array::from_fn(|i| &rows[i * wq..(i + 1) * wq]);
+                    let [y0, y1, y2, y3]: [&[T]; 4] = std::array::from_fn(|i| &rows[i * wq..(i + 1) * wq]);
                     let mut t = r6.chunks_exact_mut(wq);
-                    let t: [&mut [T]; 6] = std::array::from_fn(|_| t.next().unwrap());
-                    let [a0, a1, a2, a3, a4, a5] = t;
-                    for j in 0..wq {
-                        let r = a6([y[0][j], y[1][j], y[2][j], y[3][j]], two, four, eight);
-                        (a0[j], a1[j], a2[j], a3[j], a4[j], a5[j]) = (r[0], r[1], r[2], r[3], r[4], r[5]);
-                    }
+                    let [a0, a1, a2, a3, a4, a5]: [&mut [T]; 6] = std::array::from_fn(|_| t.next().unwrap());
+                    streams!(wq, [y0, y1, y2, y3] => [a0, a1, a2, a3, a4, a5], |v| a6(v, two, four, eight));
                 }
                 let t0 = img * tl.t + ti * tw;
                 for a in 0..6 {
-                    let ra = &r6[a * wq..(a + 1) * wq];
-                    for tj in 0..tw {
-                        let r = a6(std::array::from_fn(|j| ra[4 * tj + j]), two, four, eight);
-                        for b in 0..6 {
-                            out[b * tw + tj] = r[b];
-                        }
+                    split4(&r6[a * wq..(a + 1) * wq], &mut ph, tw);
+                    {
+                        let [q0, q1, q2, q3]: [&[T]; 4] = std::array::from_fn(|j| &ph[j * tw..(j + 1) * tw]);
+                        let mut oo = out.chunks_exact_mut(tw);
+                        let [o0, o1, o2, o3, o4, o5]: [&mut [T]; 6] = std::array::from_fn(|_| oo.next().unwrap());
+                        streams!(tw, [q0, q1, q2, q3] => [o0, o1, o2, o3, o4, o5], |v| a6(v, two, four, eight));
                     }
                     for b in 0..6 {
                         let base = ((a * 6 + b) * o_n + o) * tg + t0;

@@ -263,7 +263,7 @@ macro_rules! pick {
     ($k:expr, $name:ident($g:expr, $($arg:expr),*)) => {
         match $k.fast {
             Some(Fast::F23) => f23::$name($g, $($arg),*),
-            Some(Fast::F43) => f43::$name($g, $($arg),*),
+            Some(Fast::F43) => simd::dispatch(#[inline(always)] || f43::$name($g, $($arg),*)),
             None => simd::dispatch(#[inline(always)] || $name($g, $k.tf, $($arg),*)),
         }
     };
