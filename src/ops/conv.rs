@@ -290,10 +290,11 @@ pub enum Algo {
 /// fast or faster (within noise). The 12x12 convs of seed3x3 moved to
 /// Winograd once its backward was fused: training 212 -> 221 img/s (mean of
 /// 4 interleaved pairs). The hand-written F(4x4, 3x3) (fewer products,
-/// dearer transforms) is used for maps of at least 40x40, where it beat
-/// F(2x2, 3x3) in `examples/wino_ab.rs` (one thread, fwd + fused bwd, 64
-/// images: 48 -> 48 channels at 44x44 and 48x48, bwd 10-18% faster, fwd
-/// within noise); at 18x18 and 20x20 it lost. `FER_WINOGRAD=f23` keeps
+/// dearer transforms) replaces F(2x2, 3x3) where its 4x4 tiles waste at
+/// most 15% of the output on partial tiles: in `examples/wino_ab.rs` (one
+/// thread, 64 images, forward + fused backward) it was faster at 12x12,
+/// 20x20, 24x24, 44x44 and 48x48 (backward 2-30%, forward -7% to +20%),
+/// and even at 18x18 (5x5 tiles for 4.5x4.5). `FER_WINOGRAD=f23` keeps
 /// F(2x2, 3x3) everywhere (for A/B runs).
 pub fn choose_algo(g: &Geom) -> Algo {
     static FORCE: std::sync::OnceLock<Option<Algo>> = std::sync::OnceLock::new();
@@ -312,7 +313,9 @@ pub fn choose_algo(g: &Geom) -> Algo {
     static F23_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let f23_only = *F23_ONLY.get_or_init(|| std::env::var("FER_WINOGRAD").is_ok_and(|v| v == "f23"));
     match g.kh {
-        3 if g.c >= 8 && g.oh >= 40 && g.ow >= 40 && !f23_only => Algo::Winograd(4),
+        3 if g.c >= 8 && g.p() >= 144 && !f23_only && 100 * g.oh.next_multiple_of(4) * g.ow.next_multiple_of(4) <= 115 * g.p() => {
+            Algo::Winograd(4)
+        }
         3 if g.c >= 8 && g.p() >= 144 => Algo::Winograd(2),
         4 if g.c >= 8 && g.p() >= 256 => Algo::Winograd(3),
         _ => Algo::Im2col,

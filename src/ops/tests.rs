@@ -439,11 +439,11 @@ fn fused_winograd_backward_is_bit_identical() {
 fn winograd_only_where_it_wins() {
     use super::conv::{choose_algo, Algo, Geom};
     let algo = |x: [usize; 4], w: [usize; 4]| choose_algo(&Geom::new(&x, &w, [1, 1, 1, 1], 1).unwrap());
-    assert_eq!(algo([3, 9, 17, 16], [5, 9, 3, 3]), Algo::Winograd(2));
-    assert_eq!(algo([64, 48, 48, 48], [48, 48, 3, 3]), Algo::Winograd(4)); // large map: F(4x4, 3x3)
-    assert_eq!(algo([64, 48, 24, 24], [64, 48, 3, 3]), Algo::Winograd(2));
+    assert_eq!(algo([3, 9, 17, 16], [5, 9, 3, 3]), Algo::Winograd(2)); // 20x16 tiles for 17x16
+    assert_eq!(algo([64, 48, 48, 48], [48, 48, 3, 3]), Algo::Winograd(4)); // whole 4x4 tiles: F(4x4, 3x3)
+    assert_eq!(algo([64, 64, 18, 18], [64, 64, 3, 3]), Algo::Winograd(2)); // 23% of 5x5 tiles wasted
     assert_eq!(algo([64, 48, 48, 48], [48, 48, 4, 4]), Algo::Winograd(3));
-    assert_eq!(algo([64, 64, 12, 12], [124, 64, 3, 3]), Algo::Winograd(2));
+    assert_eq!(algo([64, 64, 12, 12], [124, 64, 3, 3]), Algo::Winograd(4));
     assert_eq!(algo([64, 64, 6, 6], [124, 64, 3, 3]), Algo::Im2col); // small plane
     assert_eq!(algo([64, 64, 12, 12], [124, 64, 4, 4]), Algo::Im2col); // 4x4 kernels need 16x16
     assert_eq!(algo([64, 64, 24, 24], [124, 64, 5, 5]), Algo::Im2col); // no 5x5 Winograd

@@ -121,6 +121,33 @@ macro_rules! streams {
     };
 }
 
+/// `let_planes!(buf, base, stride, len => p0, p1, ..)`: `p_k =
+/// &buf[base + k * stride..][..len]`; `let_planes!(mut ..)` the same
+/// mutably (disjoint, `len <= stride`). Spelt out instead of
+/// `array::from_fn`, which LLVM did not always inline in these loops.
+macro_rules! let_planes {
+    (mut $buf:expr, $base:expr, $stride:expr, $len:expr => $($p:ident),+) => {
+        let (stride, len) = ($stride, $len);
+        debug_assert!(len <= stride);
+        let mut rest = &mut $buf[$base..];
+        $(
+            let cut = stride.min(rest.len());
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(cut);
+            let $p = &mut head[..len];
+            rest = tail;
+        )+
+        let _ = rest;
+    };
+    ($buf:expr, $base:expr, $stride:expr, $len:expr => $($p:ident),+) => {
+        let (stride, len, mut at) = ($stride, $len, $base);
+        $(
+            let $p = &$buf[at..][..len];
+            at += stride;
+        )+
+        let _ = at;
+    };
+}
+
 fn consts<T: Elem>() -> (T, T, T, T) {
     (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0), T::from_f64(8.0))
 }
@@ -170,36 +197,49 @@ fn split4<T: Elem>(row: &[T], ph: &mut [T], len: usize) {
     let (p0, rest) = ph.split_at_mut(len);
     let (p1, rest) = rest.split_at_mut(len);
     let (p2, p3) = rest.split_at_mut(len);
-    let p3 = &mut p3[..len];
     let full = (row.len() / 4).min(len);
-    for (u, ch) in row.chunks_exact(4).take(full).enumerate() {
-        (p0[u], p1[u], p2[u], p3[u]) = (ch[0], ch[1], ch[2], ch[3]);
-    }
+    deinterleave4(full, row, p0, p1, p2, p3);
     for u in full..len {
         let at = |p: usize| row.get(4 * u + p).copied().unwrap_or(T::ZERO);
         (p0[u], p1[u], p2[u], p3[u]) = (at(0), at(1), at(2), at(3));
     }
 }
 
+/// The stride-4 loop of [`split4`], in a function of its own so that its
+/// four outputs are known not to overlap (LLVM then turns it into shuffles).
+#[inline(always)]
+fn deinterleave4<T: Elem>(n: usize, row: &[T], p0: &mut [T], p1: &mut [T], p2: &mut [T], p3: &mut [T]) {
+    let row = &row[..4 * n];
+    let (p0, p1, p2, p3) = (&mut p0[..n], &mut p1[..n], &mut p2[..n], &mut p3[..n]);
+    for u in 0..n {
+        p0[u] = row[4 * u];
+        p1[u] = row[4 * u + 1];
+        p2[u] = row[4 * u + 2];
+        p3[u] = row[4 * u + 3];
+    }
+}
+
 /// `row[4 u + p] = ph[p][u]` (the inverse of [`split4`]) for the whole row.
 #[inline(always)]
 fn merge4<T: Elem>(ph: &[T], len: usize, row: &mut [T]) {
-    let (p0, p1, p2, p3) = (&ph[..len], &ph[len..2 * len], &ph[2 * len..3 * len], &ph[3 * len..4 * len]);
     let full = (row.len() / 4).min(len);
     let (head, tail) = row.split_at_mut(4 * full);
-    for (u, ch) in head.chunks_exact_mut(4).enumerate() {
-        (ch[0], ch[1], ch[2], ch[3]) = (p0[u], p1[u], p2[u], p3[u]);
-    }
+    interleave4(full, &ph[..len], &ph[len..2 * len], &ph[2 * len..3 * len], &ph[3 * len..4 * len], head);
     for (j, d) in tail.iter_mut().enumerate() {
         *d = ph[j * len + full];
     }
 }
 
-/// The six inputs of every tile of a split row: `ph[k % 4][tj + k / 4]`.
 #[inline(always)]
-fn taps<T: Elem>(ph: &[T], len: usize, tw: usize) -> [&[T]; 6] {
-    let p = |k: usize| &ph[(k % 4) * len + k / 4..][..tw];
-    [p(0), p(1), p(2), p(3), p(4), p(5)]
+fn interleave4<T: Elem>(n: usize, p0: &[T], p1: &[T], p2: &[T], p3: &[T], row: &mut [T]) {
+    let row = &mut row[..4 * n];
+    let (p0, p1, p2, p3) = (&p0[..n], &p1[..n], &p2[..n], &p3[..n]);
+    for u in 0..n {
+        row[4 * u] = p0[u];
+        row[4 * u + 1] = p1[u];
+        row[4 * u + 2] = p2[u];
+        row[4 * u + 3] = p3[u];
+    }
 }
 
 /// `V[ξ][c][t]` (36, C, tg) for `ng` images `x (ng, C, H, W)`: the row
@@ -216,7 +256,6 @@ pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize,
     let mut rows = vec![T::ZERO; 6 * wp];
     let mut tmp = vec![T::ZERO; 6 * wp];
     let mut ph = vec![T::ZERO; 4 * len];
-    let mut out = vec![T::ZERO; 6 * tw];
     for img in 0..ng {
         for c in 0..c_n {
             let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
@@ -226,23 +265,18 @@ pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize,
                     load_padded_row(xc, g, r0 + r as isize, pl, &mut rows[r * wp..(r + 1) * wp]);
                 }
                 {
-                    let [d0, d1, d2, d3, d4, d5]: [&[T]; 6] = std::array::from_fn(|r| &rows[r * wp..(r + 1) * wp]);
-                    let mut t = tmp.chunks_exact_mut(wp);
-                    let [t0, t1, t2, t3, t4, t5]: [&mut [T]; 6] = std::array::from_fn(|_| t.next().unwrap());
+                    let_planes!(rows, 0, wp, wp => d0, d1, d2, d3, d4, d5);
+                    let_planes!(mut tmp, 0, wp, wp => t0, t1, t2, t3, t4, t5);
                     streams!(wp, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
                 }
                 let t0 = img * tl.t + ti * tw;
                 for a in 0..6 {
                     split4(&tmp[a * wp..(a + 1) * wp], &mut ph, len);
                     {
-                        let [d0, d1, d2, d3, d4, d5] = taps(&ph, len, tw);
-                        let mut o = out.chunks_exact_mut(tw);
-                        let [o0, o1, o2, o3, o4, o5]: [&mut [T]; 6] = std::array::from_fn(|_| o.next().unwrap());
+                        let_planes!(ph, 0, len, tw => d0, d1, d2, d3);
+                        let_planes!(ph, 1, len, tw => d4, d5);
+                        let_planes!(mut v, (a * 6 * c_n + c) * tg + t0, c_n * tg, tw => o0, o1, o2, o3, o4, o5);
                         streams!(tw, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| bt(d, two, four, five));
-                    }
-                    for b in 0..6 {
-                        let base = ((a * 6 + b) * c_n + c) * tg + t0;
-                        v[base..base + tw].copy_from_slice(&out[b * tw..(b + 1) * tw]);
                     }
                 }
             }
@@ -274,12 +308,8 @@ pub(super) fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: u
                 // column adjoint on each tile row a of dV; neighbouring tiles overlap by 2
                 for a in 0..6 {
                     {
-                        let [d0, d1, d2, d3, d4, d5]: [&[T]; 6] = std::array::from_fn(|b| {
-                            let base = ((a * 6 + b) * c_n + c) * tg + t0;
-                            &dv[base..base + tw]
-                        });
-                        let mut o = o6.chunks_exact_mut(tw);
-                        let [o0, o1, o2, o3, o4, o5]: [&mut [T]; 6] = std::array::from_fn(|_| o.next().unwrap());
+                        let_planes!(dv, (a * 6 * c_n + c) * tg + t0, c_n * tg, tw => d0, d1, d2, d3, d4, d5);
+                        let_planes!(mut o6, 0, tw, tw => o0, o1, o2, o3, o4, o5);
                         streams!(tw, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| b6(d, two, four, five));
                     }
                     // phase p holds taps p (at tj) and p + 4 (at tj + 1)
@@ -298,9 +328,8 @@ pub(super) fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: u
                 }
                 // row adjoint: padded row r0 + k gets (B e)[k]
                 {
-                    let [e0, e1, e2, e3, e4, e5]: [&[T]; 6] = std::array::from_fn(|a| &e[a * wp + lo..(a + 1) * wp]);
-                    let mut r = rows.chunks_exact_mut(wp);
-                    let [q0, q1, q2, q3, q4, q5]: [&mut [T]; 6] = std::array::from_fn(|_| &mut r.next().unwrap()[lo..]);
+                    let_planes!(e, lo, wp, hi - lo => e0, e1, e2, e3, e4, e5);
+                    let_planes!(mut rows, lo, wp, hi - lo => q0, q1, q2, q3, q4, q5);
                     streams!(hi - lo, [e0, e1, e2, e3, e4, e5] => [q0, q1, q2, q3, q4, q5], |d| b6(d, two, four, five));
                 }
                 for k in 0..6 {
@@ -332,10 +361,7 @@ pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize
             for ti in 0..tl.th {
                 let t0 = img * tl.t + ti * tw;
                 for b in 0..6 {
-                    let [m0, m1, m2, m3, m4, m5]: [&[T]; 6] = std::array::from_fn(|a| {
-                        let base = ((a * 6 + b) * o_n + o) * tg + t0;
-                        &m[base..base + tw]
-                    });
+                    let_planes!(m, (b * o_n + o) * tg + t0, 6 * o_n * tg, tw => m0, m1, m2, m3, m4, m5);
                     let (s0, rest) = s.split_at_mut(6 * tw);
                     let (s1, rest) = rest.split_at_mut(6 * tw);
                     let (s2, s3) = rest.split_at_mut(6 * tw);
@@ -348,9 +374,8 @@ pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize
                         break;
                     }
                     {
-                        let [q0, q1, q2, q3, q4, q5]: [&[T]; 6] = std::array::from_fn(|b| &s[(i * 6 + b) * tw..]);
-                        let mut zz = z.chunks_exact_mut(tw);
-                        let [z0, z1, z2, z3]: [&mut [T]; 4] = std::array::from_fn(|_| zz.next().unwrap());
+                        let_planes!(s, i * 6 * tw, tw, tw => q0, q1, q2, q3, q4, q5);
+                        let_planes!(mut z, 0, tw, tw => z0, z1, z2, z3);
                         streams!(tw, [q0, q1, q2, q3, q4, q5] => [z0, z1, z2, z3], |v| at(v, two, four, eight));
                     }
                     merge4(&z, tw, &mut yr);
@@ -371,7 +396,6 @@ pub(super) fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: 
     let mut rows = vec![T::ZERO; 4 * wq];
     let mut r6 = vec![T::ZERO; 6 * wq];
     let mut ph = vec![T::ZERO; 4 * tw];
-    let mut out = vec![T::ZERO; 6 * tw];
     for img in 0..ng {
         for o in 0..o_n {
             let yo = &dy[(img * o_n + o) * p..(img * o_n + o + 1) * p];
@@ -387,23 +411,17 @@ pub(super) fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: 
                     }
                 }
                 {
-                    let [y0, y1, y2, y3]: [&[T]; 4] = std::array::from_fn(|i| &rows[i * wq..(i + 1) * wq]);
-                    let mut t = r6.chunks_exact_mut(wq);
-                    let [a0, a1, a2, a3, a4, a5]: [&mut [T]; 6] = std::array::from_fn(|_| t.next().unwrap());
+                    let_planes!(rows, 0, wq, wq => y0, y1, y2, y3);
+                    let_planes!(mut r6, 0, wq, wq => a0, a1, a2, a3, a4, a5);
                     streams!(wq, [y0, y1, y2, y3] => [a0, a1, a2, a3, a4, a5], |v| a6(v, two, four, eight));
                 }
                 let t0 = img * tl.t + ti * tw;
                 for a in 0..6 {
                     split4(&r6[a * wq..(a + 1) * wq], &mut ph, tw);
                     {
-                        let [q0, q1, q2, q3]: [&[T]; 4] = std::array::from_fn(|j| &ph[j * tw..(j + 1) * tw]);
-                        let mut oo = out.chunks_exact_mut(tw);
-                        let [o0, o1, o2, o3, o4, o5]: [&mut [T]; 6] = std::array::from_fn(|_| oo.next().unwrap());
+                        let_planes!(ph, 0, tw, tw => q0, q1, q2, q3);
+                        let_planes!(mut dm, (a * 6 * o_n + o) * tg + t0, o_n * tg, tw => o0, o1, o2, o3, o4, o5);
                         streams!(tw, [q0, q1, q2, q3] => [o0, o1, o2, o3, o4, o5], |v| a6(v, two, four, eight));
-                    }
-                    for b in 0..6 {
-                        let base = ((a * 6 + b) * o_n + o) * tg + t0;
-                        dm[base..base + tw].copy_from_slice(&out[b * tw..(b + 1) * tw]);
                     }
                 }
             }
