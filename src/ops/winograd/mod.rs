@@ -1,6 +1,7 @@
 //! Winograd F(m x m, r x r) for stride-1 square-kernel convolutions (any
-//! zero padding): [`super::conv::choose_algo`] picks F(2x2, 3x3) (with the
-//! hand-written transforms of [`f23`]) and F(3x3, 4x4).
+//! zero padding): [`super::conv::choose_algo`] picks F(4x4, 3x3) and
+//! F(2x2, 3x3) (with the hand-written transforms of [`f43`] and [`f23`]) and
+//! F(3x3, 4x4).
 //!
 //! Forward: `Y_tile = A^T [ (G g G^T) ⊙ (B^T d B) ] A` over `α x α` input
 //! tiles (`α = m + r - 1`) at stride `m`, done as `α²` GEMMs
@@ -19,8 +20,8 @@
 //! a contiguous, vectorisable multiply-add.
 //!
 //! Images are processed in groups (so GEMMs have enough columns even for
-//! small maps), in parallel over groups; with F(2x2, 3x3) a large map is
-//! done in bands of tile rows so that a band's `V` and `M` stay in L2. The
+//! small maps), in parallel over groups; with the hand-written kernels a
+//! large map is done in bands of tile rows so that a band's `V` and `M` stay in L2. The
 //! weight gradient is reduced in a fixed order (independent of the thread
 //! count).
 
@@ -325,7 +326,7 @@ pub fn applicable(g: &Geom) -> bool {
 }
 
 /// How the tiles are cut into GEMM-sized work: small maps are grouped, a
-/// few images per group; with the F(2x2, 3x3) kernels a large map is cut
+/// few images per group; with the hand-written kernels a large map is cut
 /// into bands of tile rows, one band at a time, so a band's tiles and
 /// products (`V`, `M`) stay in the core's L2 cache.
 #[derive(Clone, Copy, Debug)]
