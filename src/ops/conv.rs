@@ -310,8 +310,7 @@ pub fn choose_algo(g: &Geom) -> Algo {
         Some(_) => return Algo::Im2col,
         None => {}
     }
-    static F23_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let f23_only = *F23_ONLY.get_or_init(|| std::env::var("FER_WINOGRAD").is_ok_and(|v| v == "f23"));
+    let f23_only = super::winograd::env_mode() == super::winograd::EnvMode::F23;
     match g.kh {
         3 if g.c >= 8 && g.p() >= 144 && !f23_only && 100 * g.oh.next_multiple_of(4) * g.ow.next_multiple_of(4) <= 115 * g.p() => {
             Algo::Winograd(4)

@@ -13,7 +13,7 @@
 
 use super::super::conv::Geom;
 use super::super::gemm::{zeros, Elem};
-use super::{load_padded_row, Epilogue, Tiles};
+use super::{load_output_row, load_padded_row, Epilogue, Tiles};
 
 /// `B^T d` for one column of 6 values.
 #[inline(always)]
@@ -401,14 +401,7 @@ pub(super) fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: 
             let yo = &dy[(img * o_n + o) * p..(img * o_n + o + 1) * p];
             for ti in 0..tl.th {
                 for i in 0..4 {
-                    let row = &mut rows[i * wq..(i + 1) * wq];
-                    let oh = 4 * (tl.ti0 + ti) + i;
-                    if oh < g.oh {
-                        row[..g.ow].copy_from_slice(&yo[oh * g.ow..(oh + 1) * g.ow]);
-                        row[g.ow..].fill(T::ZERO);
-                    } else {
-                        row.fill(T::ZERO);
-                    }
+                    load_output_row(yo, g, 4 * (tl.ti0 + ti) + i, &mut rows[i * wq..(i + 1) * wq]);
                 }
                 {
                     let_planes!(rows, 0, wq, wq => y0, y1, y2, y3);

@@ -242,6 +242,25 @@ pub fn transform(m: usize, r: usize) -> &'static Transform {
     cache[m * MAX_ALPHA + r].get_or_init(|| Transform::new(m, r))
 }
 
+/// What `FER_WINOGRAD` asks for, for A/B runs: the general transforms
+/// only (`general`), or F(2x2, 3x3) for every Winograd 3x3 layer (`f23`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EnvMode {
+    Default,
+    General,
+    F23,
+}
+
+/// `FER_WINOGRAD`, read once.
+pub fn env_mode() -> EnvMode {
+    static MODE: OnceLock<EnvMode> = OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var("FER_WINOGRAD").as_deref() {
+        Ok("general") => EnvMode::General,
+        Ok("f23") => EnvMode::F23,
+        _ => EnvMode::Default,
+    })
+}
+
 /// Which hand-written transforms a F(m, r) has.
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Fast {
@@ -272,8 +291,7 @@ macro_rules! pick {
 
 impl Kernels {
     fn new(m: usize, r: usize) -> Self {
-        static GENERAL: OnceLock<bool> = OnceLock::new();
-        let general = *GENERAL.get_or_init(|| std::env::var("FER_WINOGRAD").is_ok_and(|v| v == "general"));
+        let general = env_mode() == EnvMode::General;
         let fast = match (m, r) {
             _ if general => None,
             (2, 3) => Some(Fast::F23),
@@ -450,6 +468,18 @@ fn filter_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, du: &[T]) -> Vec<T> {
         }
     }
     dw
+}
+
+/// Copies output row `oh` of `yo` (OH, OW) into `dst`, zero past the
+/// row's end (a zero row if `oh` is past the last row).
+#[inline(always)]
+fn load_output_row<T: Elem>(yo: &[T], g: &Geom, oh: usize, dst: &mut [T]) {
+    if oh < g.oh {
+        dst[..g.ow].copy_from_slice(&yo[oh * g.ow..(oh + 1) * g.ow]);
+        dst[g.ow..].fill(T::ZERO);
+    } else {
+        dst.fill(T::ZERO);
+    }
 }
 
 /// Copies input row `ih` of `xc` (H, W) into `dst` at padded column
