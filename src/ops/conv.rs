@@ -280,7 +280,7 @@ pub enum Algo {
 
 /// The algorithm the custom ops use for `g`: Winograd for stride-1 3x3
 /// kernels (F(2x2, 3x3)) on outputs of at least 12x12 and 4x4 kernels
-/// (F(3x3, 4x4)) on outputs of at least 16x16, with >= 8 input channels;
+/// (F(3x3, 4x4)) on outputs of at least 8x8, with >= 8 input channels;
 /// im2col + GEMM otherwise. With fewer channels or smaller planes the
 /// transforms cost more than the GEMMs save. Measured with `bench_ops --raw
 /// [--kernel 4]` (2 cores, batch 64, CPU ms of fwd+dx+dw) and end to end
@@ -295,7 +295,9 @@ pub enum Algo {
 /// thread, 64 images, forward + fused backward) it was faster at 12x12,
 /// 20x20, 24x24, 44x44 and 48x48 (backward 2-30%, forward -7% to +20%),
 /// and even at 18x18 (5x5 tiles for 4.5x4.5). `FER_WINOGRAD=f23` keeps
-/// F(2x2, 3x3) everywhere (for A/B runs).
+/// F(2x2, 3x3) everywhere (for A/B runs). F(3x3, 4x4) got hand-written
+/// transforms too (`winograd::alpha6`), which made it faster than im2col
+/// down to 8x8 maps, so it took over seed4x4's 15x15 conv as well.
 pub fn choose_algo(g: &Geom) -> Algo {
     static FORCE: std::sync::OnceLock<Option<Algo>> = std::sync::OnceLock::new();
     let force = *FORCE.get_or_init(|| match std::env::var("FER_CONV").ok()?.as_str() {
@@ -316,7 +318,13 @@ pub fn choose_algo(g: &Geom) -> Algo {
             Algo::Winograd(4)
         }
         3 if g.c >= 8 && g.p() >= 144 => Algo::Winograd(2),
-        4 if g.c >= 8 && g.p() >= 256 => Algo::Winograd(3),
+        // F(3x3, 4x4) with its hand-written transforms beats im2col from 8x8
+        // maps on (wino_ab, one thread, 64 channels: 15x15 fwd+bwd 52 vs 92 ms,
+        // 8x8 30 vs 34), while 3x3 tiles waste at most 30% of the output
+        // (10x10: a tie).
+        4 if g.c >= 8 && g.p() >= 64 && 100 * g.oh.next_multiple_of(3) * g.ow.next_multiple_of(3) <= 130 * g.p() => {
+            Algo::Winograd(3)
+        }
         _ => Algo::Im2col,
     }
 }

@@ -281,11 +281,11 @@ fn pool_ties_go_to_first_max() {
     assert_eq!(dx, want);
 }
 
-/// Winograd vs im2col kernels directly, for F(2x2, 3x3) and F(4x4, 3x3)
-/// (hand-written transforms), F(3x3, 3x3), F(3x3, 4x4) and F(2x2, 4x4)
+/// Winograd vs im2col kernels directly, for F(2x2, 3x3), F(4x4, 3x3) and
+/// F(3x3, 4x4) (hand-written transforms), F(3x3, 3x3) and F(2x2, 4x4)
 /// (general ones), on many stride-1 shapes (odd sizes, asymmetric padding,
-/// partial image groups). The general F(2x2, 3x3) and F(4x4, 3x3) are covered by
-/// `FER_WINOGRAD=general cargo test winograd`.
+/// partial image groups). The general versions of the hand-written ones are
+/// covered by `FER_WINOGRAD=general cargo test winograd`.
 #[test]
 fn winograd_matches_im2col() {
     for (m, r) in [(2, 3), (3, 3), (4, 3), (3, 4), (2, 4)] {
@@ -445,7 +445,9 @@ fn winograd_only_where_it_wins() {
     assert_eq!(algo([64, 48, 48, 48], [48, 48, 4, 4]), Algo::Winograd(3));
     assert_eq!(algo([64, 64, 12, 12], [124, 64, 3, 3]), Algo::Winograd(4));
     assert_eq!(algo([64, 64, 6, 6], [124, 64, 3, 3]), Algo::Im2col); // small plane
-    assert_eq!(algo([64, 64, 12, 12], [124, 64, 4, 4]), Algo::Im2col); // 4x4 kernels need 16x16
+    assert_eq!(algo([64, 64, 12, 12], [124, 64, 4, 4]), Algo::Winograd(3)); // 11x11: 19% of the 3x3 tiles wasted
+    assert_eq!(algo([64, 64, 11, 11], [124, 64, 4, 4]), Algo::Im2col); // 10x10: 44% wasted
+    assert_eq!(algo([64, 64, 8, 8], [124, 64, 4, 4]), Algo::Im2col); // 7x7: small plane
     assert_eq!(algo([64, 64, 24, 24], [124, 64, 5, 5]), Algo::Im2col); // no 5x5 Winograd
     assert_eq!(algo([64, 1, 48, 48], [48, 1, 3, 3]), Algo::Im2col); // one input channel
 }

@@ -1,0 +1,291 @@
+//! The transforms of the Winograd convolutions whose tiles are 6x6:
+//! F(4x4, 3x3) ([`super::f43`]) and F(3x3, 4x4) ([`super::f34`]). Both
+//! interpolate at 0, ±1, ±2 and ∞ (Lavin & Gray), so they share `B^T`
+//! (which depends only on the points) and everything but `A^T`, `G` and
+//! the tile stride `m`, which the [`Alpha6`] impls give. Same layouts and
+//! band handling as [`super::f23`]: `V[ξ][c][t]`, `M[ξ][o][t]`,
+//! `U[ξ][o][c]` with 36 planes, `ξ = 6 a + b`.
+//!
+//! Tiles sit at stride `m`, so a tile row is first split into its `m`
+//! phases (`ph[p][u] = row[m u + p]`): element `k` of tile `tj` is then
+//! `ph[k % m][tj + k / m]`, and every transform loop runs over `tj` on
+//! contiguous slices, which LLVM vectorises (under `simd::dispatch`); the
+//! strided gathers are left to the short split and merge passes.
+
+use super::super::conv::Geom;
+use super::super::gemm::{zeros, Elem};
+use super::{load_output_row, load_padded_row, Epilogue, Tiles};
+
+/// What differs between the two 6x6-tile Winograd convolutions.
+pub(super) trait Alpha6 {
+    /// Outputs per tile side.
+    const M: usize;
+    /// Kernel side (`M + R - 1 = 6`).
+    const R: usize;
+    /// `G w` for one kernel column (`R` taps), in f64: its 1/6 and 1/24 are
+    /// not exact in f32, and this runs once per step per layer.
+    fn g(w: &[f64]) -> [f64; 6];
+    /// `G^T u` (the adjoint of [`Alpha6::g`]) into `out` (`R` values).
+    fn gt(u: [f64; 6], out: &mut [f64]);
+    /// `ph[p][u] = row[M u + p]` for `u < len` (zero past the row's end).
+    fn split<T: Elem>(row: &[T], ph: &mut [T], len: usize);
+    /// `row[M u + p] = ph[p][u]` (the inverse of `split`) for the whole row.
+    fn merge<T: Elem>(ph: &[T], len: usize, row: &mut [T]);
+    /// `A^T`: the `M` planes `dst[db + i ds..][..n]` from the 6 planes
+    /// `src[sb + k ss..][..n]`.
+    fn at<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, dst: &mut [T], db: usize, ds: usize);
+    /// `A` (the adjoint of `at`): 6 planes from `M`.
+    fn a<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, dst: &mut [T], db: usize, ds: usize);
+}
+
+/// `B^T d` for one column of 6 values.
+#[inline(always)]
+fn bt<T: Elem>(d: [T; 6], two: T, four: T, five: T) -> [T; 6] {
+    let p = d[4] - four * d[2];
+    let q = d[3] - four * d[1];
+    let r = d[4] - d[2];
+    let s = two * (d[3] - d[1]);
+    [four * d[0] - five * d[2] + d[4], p + q, p - q, r + s, r - s, four * d[1] - five * d[3] + d[5]]
+}
+
+/// `B e` (the adjoint of [`bt`]).
+#[inline(always)]
+fn b6<T: Elem>(e: [T; 6], two: T, four: T, five: T) -> [T; 6] {
+    let s12 = e[1] + e[2];
+    let d12 = e[2] - e[1];
+    let s34 = e[3] + e[4];
+    let d34 = e[3] - e[4];
+    [
+        four * e[0],
+        four * d12 - two * (e[3] - e[4]) + four * e[5],
+        T::ZERO - five * e[0] - four * s12 - s34,
+        two * d34 - d12 - five * e[5],
+        e[0] + s12 + s34,
+        e[5],
+    ]
+}
+
+fn consts<T: Elem>() -> (T, T, T) {
+    (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0))
+}
+
+/// Where tap `k` of tile `tj` sits in the phases of a row (`len` per
+/// phase), less `tj`: `ph[k % M][tj + k / M]`.
+#[inline(always)]
+fn taps<K: Alpha6>(len: usize) -> [usize; 6] {
+    let at = |k: usize| (k % K::M) * len + k / K::M;
+    [at(0), at(1), at(2), at(3), at(4), at(5)]
+}
+
+/// `U[ξ][o][c]` (36, O, C) from `w (O, C, R, R)`.
+pub(super) fn filter_transform<K: Alpha6, T: Elem>(g: &Geom, w: &[T]) -> Vec<T> {
+    let (o_n, c_n, r) = (g.o, g.c, K::R);
+    let mut u = zeros::<T>(36 * o_n * c_n);
+    let mut cols = [[0.0f64; 6]; 4];
+    let mut tap = [0.0f64; 4];
+    for o in 0..o_n {
+        for c in 0..c_n {
+            let k = &w[(o * c_n + c) * r * r..(o * c_n + c + 1) * r * r];
+            for j in 0..r {
+                for i in 0..r {
+                    tap[i] = k[i * r + j].to_f64();
+                }
+                cols[j] = K::g(&tap[..r]);
+            }
+            for a in 0..6 {
+                for j in 0..r {
+                    tap[j] = cols[j][a];
+                }
+                let row = K::g(&tap[..r]);
+                for b in 0..6 {
+                    u[((a * 6 + b) * o_n + o) * c_n + c] = T::from_f64(row[b]);
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `dw (O, C, R, R)` from `dU[ξ][o][c]`: `G^T dU G`.
+pub(super) fn filter_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, du: &[T]) -> Vec<T> {
+    let (o_n, c_n, r) = (g.o, g.c, K::R);
+    let mut dw = zeros::<T>(o_n * c_n * r * r);
+    let mut cols = [[0.0f64; 4]; 6];
+    let mut out = [0.0f64; 4];
+    for o in 0..o_n {
+        for c in 0..c_n {
+            let at = |a: usize, b: usize| du[((a * 6 + b) * o_n + o) * c_n + c].to_f64();
+            for (b, col) in cols.iter_mut().enumerate() {
+                K::gt([at(0, b), at(1, b), at(2, b), at(3, b), at(4, b), at(5, b)], col);
+            }
+            let k = &mut dw[(o * c_n + c) * r * r..(o * c_n + c + 1) * r * r];
+            for i in 0..r {
+                K::gt(std::array::from_fn(|b| cols[b][i]), &mut out);
+                for j in 0..r {
+                    k[i * r + j] = T::from_f64(out[j]);
+                }
+            }
+        }
+    }
+    dw
+}
+
+/// `V[ξ][c][t]` (36, C, tg) for `ng` images `x (ng, C, H, W)`: the row
+/// transform on six whole padded rows, then the column transform of each
+/// tile writes the 36 planes contiguously along a tile row.
+#[inline(always)]
+pub(super) fn input_transform<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
+    let (c_n, tw, m) = (g.c, tl.tw, K::M);
+    let tg = ng * tl.t;
+    let wp = m * tw + K::R - 1;
+    let len = tw + 1;
+    let tap = taps::<K>(len);
+    let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
+    let (two, four, five) = consts::<T>();
+    let mut rows = vec![T::ZERO; 6 * wp];
+    let mut tmp = vec![T::ZERO; 6 * wp];
+    let mut ph = vec![T::ZERO; m * len];
+    for img in 0..ng {
+        for c in 0..c_n {
+            let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
+            for ti in 0..tl.th {
+                let r0 = (m * (tl.ti0 + ti)) as isize - pt;
+                for r in 0..6 {
+                    load_padded_row(xc, g, r0 + r as isize, pl, &mut rows[r * wp..(r + 1) * wp]);
+                }
+                {
+                    let_planes!(rows, 0, wp, wp => d0, d1, d2, d3, d4, d5);
+                    let_planes!(mut tmp, 0, wp, wp => t0, t1, t2, t3, t4, t5);
+                    streams!(wp, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
+                }
+                let t0 = img * tl.t + ti * tw;
+                for a in 0..6 {
+                    K::split(&tmp[a * wp..(a + 1) * wp], &mut ph, len);
+                    let (d0, d1, d2) = (&ph[tap[0]..][..tw], &ph[tap[1]..][..tw], &ph[tap[2]..][..tw]);
+                    let (d3, d4, d5) = (&ph[tap[3]..][..tw], &ph[tap[4]..][..tw], &ph[tap[5]..][..tw]);
+                    let_planes!(mut v, (a * 6 * c_n + c) * tg + t0, c_n * tg, tw => o0, o1, o2, o3, o4, o5);
+                    streams!(tw, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| bt(d, two, four, five));
+                }
+            }
+        }
+    }
+}
+
+/// Scatter-adds `B dV B^T` of every tile into `dx (ng, C, H, W)`.
+#[inline(always)]
+pub(super) fn input_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
+    let (c_n, tw, m) = (g.c, tl.tw, K::M);
+    let tg = ng * tl.t;
+    let wp = m * tw + K::R - 1;
+    let len = tw + 1;
+    let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
+    let (two, four, five) = consts::<T>();
+    let mut e = vec![T::ZERO; 6 * wp];
+    let mut rows = vec![T::ZERO; 6 * wp];
+    let mut o6 = vec![T::ZERO; 6 * tw];
+    let mut ph = vec![T::ZERO; m * len];
+    let lo = pl.min(wp);
+    let hi = (pl + g.w).min(wp);
+    for img in 0..ng {
+        for c in 0..c_n {
+            let xc = &mut dx[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
+            for ti in 0..tl.th {
+                let r0 = (m * (tl.ti0 + ti)) as isize - pt;
+                let t0 = img * tl.t + ti * tw;
+                // column adjoint on each tile row a of dV; neighbouring tiles overlap by R - 1
+                for a in 0..6 {
+                    {
+                        let_planes!(dv, (a * 6 * c_n + c) * tg + t0, c_n * tg, tw => d0, d1, d2, d3, d4, d5);
+                        let_planes!(mut o6, 0, tw, tw => o0, o1, o2, o3, o4, o5);
+                        streams!(tw, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| b6(d, two, four, five));
+                    }
+                    // phase p holds taps p (at tj) and p + M (at tj + 1)
+                    for p in 0..m {
+                        let dst = &mut ph[p * len..(p + 1) * len];
+                        dst[..tw].copy_from_slice(&o6[p * tw..(p + 1) * tw]);
+                        dst[tw] = T::ZERO;
+                        if p + m < 6 {
+                            dst[1..].iter_mut().zip(&o6[(p + m) * tw..(p + m + 1) * tw]).for_each(|(d, &s)| *d += s);
+                        }
+                    }
+                    K::merge(&ph, len, &mut e[a * wp..(a + 1) * wp]);
+                }
+                if hi <= lo {
+                    continue;
+                }
+                // row adjoint: padded row r0 + k gets (B e)[k]
+                {
+                    let_planes!(e, lo, wp, hi - lo => e0, e1, e2, e3, e4, e5);
+                    let_planes!(mut rows, lo, wp, hi - lo => q0, q1, q2, q3, q4, q5);
+                    streams!(hi - lo, [e0, e1, e2, e3, e4, e5] => [q0, q1, q2, q3, q4, q5], |d| b6(d, two, four, five));
+                }
+                for k in 0..6 {
+                    let ih = r0 + k as isize;
+                    if ih < 0 || ih >= g.h as isize {
+                        continue;
+                    }
+                    let xr = &mut xc[ih as usize * g.w..(ih as usize + 1) * g.w];
+                    let src = &rows[k * wp + lo..k * wp + hi];
+                    xr[lo - pl..hi - pl].iter_mut().zip(src).for_each(|(o, &w)| *o += w);
+                }
+            }
+        }
+    }
+}
+
+/// `y (ng, O, OH, OW)` from `M[ξ][o][t]`, through `epi`.
+#[inline(always)]
+pub(super) fn output_transform<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T], epi: &Epilogue<T>) {
+    let (o_n, p, tw, m) = (g.o, g.p(), tl.tw, K::M);
+    let tg = ng * tl.t;
+    let mut s = vec![T::ZERO; m * 6 * tw]; // s[i][b][tj]
+    let mut z = vec![T::ZERO; m * tw]; // z[j][tj]: output column m tj + j
+    let mut yr = vec![T::ZERO; m * tw];
+    for img in 0..ng {
+        for o in 0..o_n {
+            let yo = &mut y[(img * o_n + o) * p..(img * o_n + o + 1) * p];
+            for ti in 0..tl.th {
+                let t0 = img * tl.t + ti * tw;
+                for b in 0..6 {
+                    K::at(tw, mm, (b * o_n + o) * tg + t0, 6 * o_n * tg, &mut s, b * tw, 6 * tw);
+                }
+                for i in 0..m {
+                    let oh = m * (tl.ti0 + ti) + i;
+                    if oh >= g.oh {
+                        break;
+                    }
+                    K::at(tw, &s, i * 6 * tw, tw, &mut z, 0, tw);
+                    K::merge(&z, tw, &mut yr);
+                    epi.write(o, &yr[..g.ow], &mut yo[oh * g.ow..(oh + 1) * g.ow]);
+                }
+            }
+        }
+    }
+}
+
+/// `dM[ξ][o][t] = A dY A^T` from `dy (ng, O, OH, OW)`.
+#[inline(always)]
+pub(super) fn output_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
+    let (o_n, p, tw, m) = (g.o, g.p(), tl.tw, K::M);
+    let tg = ng * tl.t;
+    let wq = m * tw;
+    let mut rows = vec![T::ZERO; m * wq];
+    let mut r6 = vec![T::ZERO; 6 * wq];
+    let mut ph = vec![T::ZERO; m * tw];
+    for img in 0..ng {
+        for o in 0..o_n {
+            let yo = &dy[(img * o_n + o) * p..(img * o_n + o + 1) * p];
+            for ti in 0..tl.th {
+                for i in 0..m {
+                    load_output_row(yo, g, m * (tl.ti0 + ti) + i, &mut rows[i * wq..(i + 1) * wq]);
+                }
+                K::a(wq, &rows, 0, wq, &mut r6, 0, wq);
+                let t0 = img * tl.t + ti * tw;
+                for a in 0..6 {
+                    K::split(&r6[a * wq..(a + 1) * wq], &mut ph, tw);
+                    K::a(tw, &ph, 0, tw, dm, (a * 6 * o_n + o) * tg + t0, o_n * tg);
+                }
+            }
+        }
+    }
+}
