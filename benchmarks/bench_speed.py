@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -65,6 +66,18 @@ def forward_flops(spec: dict) -> float:
             flops += 2.0 * c * h * w * layer["units"]
             c, h, w = layer["units"], 1, 1
     return flops
+
+
+def cpu_name() -> str:
+    """The CPU model (timings only compare on the same one)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def gemm_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -269,7 +282,8 @@ def main() -> None:
 
     fer.set_num_threads(args.threads)
     peak = gemm_peak()
-    print(f"fer {fer.__version__}, {fer.get_num_threads()} threads; numpy float32 GEMM 2048^3: {peak:.0f} GFLOP/s (median)")
+    print(f"fer {fer.__version__}, {fer.get_num_threads()} threads on {cpu_name()} ({os.cpu_count()} CPUs); "
+          f"numpy float32 GEMM 2048^3: {peak:.0f} GFLOP/s (median)")
     header = f"{'model':<20}{'train img/s':>12}{'train GFLOP/s':>15}{'% GEMM':>8}{'predict img/s':>15}"
     if args.compare:
         header += f"{'keras train':>13}{'keras pred':>12}{'train x':>9}{'pred x':>8}"
