@@ -46,7 +46,17 @@ use super::simd;
 /// group's `V` and `M` then fit in L2. Measured on seed3x3 training
 /// (interleaved pairs): 576 tiles without bands 217 img/s, 144 without
 /// bands 215-233, 144 with bands 226 ("same" pooling: 40.3 -> 42.8).
+/// Rechecked for the 6x6 tiles on an AMD EPYC with 2 MB of L2 per core
+/// (`FER_WINO_TILES=72|144|288|576 wino_ab`, one thread, 64 images,
+/// forward ms): F(3x3, 4x4) at 48x48 58 / 53 / 65 / 78, F(4x4, 3x3) at
+/// 46x46 38 / 35 / 36 / 41.
 const TARGET_TILES: usize = 144;
+
+/// [`TARGET_TILES`], or `FER_WINO_TILES` (read once, for A/B runs).
+fn target_tiles() -> usize {
+    static TILES: OnceLock<usize> = OnceLock::new();
+    *TILES.get_or_init(|| std::env::var("FER_WINO_TILES").ok().and_then(|v| v.parse().ok()).filter(|&t| t > 0).unwrap_or(TARGET_TILES))
+}
 /// Max number of weight-gradient partial sums.
 const MAX_PARTIALS: usize = 16;
 /// Largest tile we build matrices for (`m + r - 1`).
@@ -382,13 +392,14 @@ impl Tiles {
         let m = tf.m;
         let (th, tw) = (g.oh.div_ceil(m), g.ow.div_ceil(m));
         let t = th * tw;
-        let (band_rows, bands) = if banded && t > TARGET_TILES {
-            let rows = (TARGET_TILES / tw.max(1)).max(1);
+        let target = target_tiles();
+        let (band_rows, bands) = if banded && t > target {
+            let rows = (target / tw.max(1)).max(1);
             (rows, th.div_ceil(rows))
         } else {
             (th, 1)
         };
-        let gs = if bands > 1 { 1 } else { TARGET_TILES.div_ceil(t.max(1)).clamp(1, g.n.max(1)) };
+        let gs = if bands > 1 { 1 } else { target.div_ceil(t.max(1)).clamp(1, g.n.max(1)) };
         let wp = m * tw + tf.r - 1;
         Tiles { m, th, tw, t, gs, groups: g.n.div_ceil(gs), q: wp.div_ceil(m), ti0: 0, band_rows, bands }
     }
