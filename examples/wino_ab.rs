@@ -7,7 +7,7 @@
 //! (e.g. `64 48 44 48`, seed3x3's second conv; R is the kernel side, 3 by
 //! default): F(2x2, 3x3) and F(4x4, 3x3) for R = 3, F(3x3, 4x4) and
 //! F(2x2, 4x4) for R = 4, then im2col; `ONLY=2` (a tile size) or
-//! `ONLY=im2col` times one. `FER_WINOGRAD=general` for the general transforms.
+//! `ONLY=im2col` times one; `TILES=4,6` picks the tile sizes. `FER_WINOGRAD=general` for the general transforms.
 
 use std::time::Instant;
 
@@ -28,7 +28,11 @@ fn main() {
     let fill = |len: usize, k: usize| -> Vec<f32> { (0..len).map(|i| ((i * k) % 1000) as f32 / 1000.0 - 0.5).collect() };
     let (x, w, dy) = (fill(n * c * h * h, 7919), fill(o * c * r * r, 104729), fill(n * o * g.p(), 15485863));
     let only = std::env::var("ONLY").ok();
-    let tiles: &[usize] = if r == 3 { &[2, 4] } else { &[3, 2] };
+    let tiles: Vec<usize> = match std::env::var("TILES") {
+        Ok(list) => list.split(',').filter_map(|m| m.parse().ok()).collect(),
+        Err(_) if r == 3 => vec![2, 4],
+        Err(_) => vec![3, 2],
+    };
     // 0 stands for im2col
     let ms: Vec<usize> = tiles.iter().copied().chain([0]).filter(|&m| only.as_deref().is_none_or(|v| v == if m == 0 { "im2col".into() } else { m.to_string() })).collect();
     let mut best = vec![(f64::MAX, f64::MAX); ms.len()];
