@@ -1,8 +1,25 @@
+import signal
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import fer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sigint_raises_keyboardinterrupt():
+    """The Ctrl-C tests need SIGINT to raise KeyboardInterrupt, here and in the
+    `fer` processes they start. A shell that runs the suite in the background
+    without job control (`cmd &` in a script) starts it with SIGINT ignored,
+    which Python then leaves ignored; Python's own handler is installed for the
+    session instead (children get the default action back on exec)."""
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="session")
