@@ -7,7 +7,8 @@
 //! (e.g. `64 48 44 48`, seed3x3's second conv; R is the kernel side, 3 by
 //! default): F(2x2, 3x3) and F(4x4, 3x3) for R = 3, F(3x3, 4x4) and
 //! F(2x2, 4x4) for R = 4, then im2col; `ONLY=2` (a tile size) or
-//! `ONLY=im2col` times one; `TILES=4,6` picks the tile sizes. `FER_WINOGRAD=general` for the general transforms.
+//! `ONLY=im2col` times one; `TILES=4,6` picks the tile sizes.
+//! `FER_WINOGRAD=general` for the general transforms.
 
 use std::time::Instant;
 

@@ -313,18 +313,16 @@ pub fn choose_algo(g: &Geom) -> Algo {
         None => {}
     }
     let f23_only = super::winograd::env_mode() == super::winograd::EnvMode::F23;
+    // whether m x m output tiles cover the output with at most `pct`% waste
+    let tiles_fit = |m: usize, pct: usize| 100 * g.oh.next_multiple_of(m) * g.ow.next_multiple_of(m) <= (100 + pct) * g.p();
     match g.kh {
-        3 if g.c >= 8 && g.p() >= 144 && !f23_only && 100 * g.oh.next_multiple_of(4) * g.ow.next_multiple_of(4) <= 115 * g.p() => {
-            Algo::Winograd(4)
-        }
+        3 if g.c >= 8 && g.p() >= 144 && !f23_only && tiles_fit(4, 15) => Algo::Winograd(4),
         3 if g.c >= 8 && g.p() >= 144 => Algo::Winograd(2),
         // F(3x3, 4x4) with its hand-written transforms beats im2col from 8x8
         // maps on (wino_ab, one thread, 64 channels: 15x15 fwd+bwd 52 vs 92 ms,
         // 8x8 30 vs 34), while 3x3 tiles waste at most 30% of the output
         // (10x10: a tie).
-        4 if g.c >= 8 && g.p() >= 64 && 100 * g.oh.next_multiple_of(3) * g.ow.next_multiple_of(3) <= 130 * g.p() => {
-            Algo::Winograd(3)
-        }
+        4 if g.c >= 8 && g.p() >= 64 && tiles_fit(3, 30) => Algo::Winograd(3),
         _ => Algo::Im2col,
     }
 }

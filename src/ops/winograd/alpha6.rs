@@ -14,7 +14,7 @@
 
 use super::super::conv::Geom;
 use super::super::gemm::{zeros, Elem};
-use super::{load_output_row, load_padded_row, Epilogue, Tiles};
+use super::{add_padded_row, load_output_row, load_padded_row, Epilogue, Tiles};
 
 /// What differs between the two 6x6-tile Winograd convolutions.
 pub(super) trait Alpha6 {
@@ -220,13 +220,7 @@ pub(super) fn input_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: 
                     streams!(hi - lo, [e0, e1, e2, e3, e4, e5] => [q0, q1, q2, q3, q4, q5], |d| b6(d, two, four, five));
                 }
                 for k in 0..6 {
-                    let ih = r0 + k as isize;
-                    if ih < 0 || ih >= g.h as isize {
-                        continue;
-                    }
-                    let xr = &mut xc[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    let src = &rows[k * wp + lo..k * wp + hi];
-                    xr[lo - pl..hi - pl].iter_mut().zip(src).for_each(|(o, &w)| *o += w);
+                    add_padded_row(xc, g, r0 + k as isize, pl, &rows[k * wp..(k + 1) * wp]);
                 }
             }
         }

@@ -22,9 +22,9 @@
 //!
 //! Images are processed in groups (so GEMMs have enough columns even for
 //! small maps), in parallel over groups; with the hand-written kernels a
-//! large map is done in bands of tile rows so that a band's `V` and `M` stay in L2. The
-//! weight gradient is reduced in a fixed order (independent of the thread
-//! count).
+//! large map is done in bands of tile rows so that a band's `V` and `M`
+//! stay in L2. The weight gradient is reduced in a fixed order (independent
+//! of the thread count).
 
 use std::sync::OnceLock;
 
@@ -521,6 +521,20 @@ fn load_padded_row<T: Elem>(xc: &[T], g: &Geom, ih: isize, pl: usize, dst: &mut 
     }
 }
 
+/// Adds the columns of padded row `src` that fall inside the image into
+/// input row `ih` of `xc` (H, W) (nothing if `ih` is outside): the adjoint
+/// of [`load_padded_row`].
+#[inline(always)]
+fn add_padded_row<T: Elem>(xc: &mut [T], g: &Geom, ih: isize, pl: usize, src: &[T]) {
+    let lo = pl.min(src.len());
+    let hi = (pl + g.w).min(src.len());
+    if ih < 0 || ih >= g.h as isize || hi <= lo {
+        return;
+    }
+    let xr = &mut xc[ih as usize * g.w..(ih as usize + 1) * g.w];
+    xr[lo - pl..hi - pl].iter_mut().zip(&src[lo..hi]).for_each(|(o, &w)| *o += w);
+}
+
 // The transforms below work on all tile rows of a group at once: tile row
 // `row = img * th + ti` of a padded plane is stored with `wpp = m * q`
 // columns, so its `m` phases are `q` long and the phases of all rows form
@@ -589,8 +603,6 @@ fn input_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dv: &[T], 
     let mut e = vec![T::ZERO; a * rows * wpp];
     let mut dxp = vec![T::ZERO; hp * wpp];
     let mut acc = vec![T::ZERO; wpp];
-    let lo = pl.min(wpp);
-    let hi = (pl + g.w).min(wpp);
     for c in 0..c_n {
         // column adjoint, per row of the tile: e_i = phases of sum_k BT[.][k] dV
         for i in 0..a {
@@ -626,18 +638,9 @@ fn input_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dv: &[T], 
                     d.iter_mut().zip(&acc).for_each(|(o, &w)| *o += w);
                 }
             }
-            if hi <= lo {
-                continue;
-            }
             let xc = &mut dx[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
             for rr in 0..hp {
-                let ih = rr as isize - pt;
-                if ih < 0 || ih >= g.h as isize {
-                    continue;
-                }
-                let xr = &mut xc[ih as usize * g.w..(ih as usize + 1) * g.w];
-                let src = &dxp[rr * wpp + lo..rr * wpp + hi];
-                xr[lo - pl..hi - pl].iter_mut().zip(src).for_each(|(o, &w)| *o += w);
+                add_padded_row(xc, g, rr as isize - pt, pl, &dxp[rr * wpp..(rr + 1) * wpp]);
             }
         }
     }
