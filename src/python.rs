@@ -222,6 +222,7 @@ struct Fit {
     schedule: Schedule,
     base_lr: f64,
     step: u64,
+    steps_per_epoch: u64,
 }
 
 /// The native half of `fer.Model`: a network, and its trainer while fitting.
@@ -384,7 +385,7 @@ impl NativeModel {
                 }
                 // A resumed run picks the schedule up where it stopped.
                 let step = initial_epoch * steps_per_epoch;
-                self.state = State::Fitting(Fit { trainer, schedule, base_lr: learning_rate, step });
+                self.state = State::Fitting(Fit { trainer, schedule, base_lr: learning_rate, step, steps_per_epoch });
                 Ok(())
             }
             Err(e) => {
@@ -392,6 +393,17 @@ impl NativeModel {
                 Err(e)
             }
         }
+    }
+
+    /// Lays the learning-rate schedule out over `epochs` epochs in all (the
+    /// ones done included), from the next step on.
+    fn set_epochs(&mut self, epochs: u64) -> PyResult<()> {
+        if epochs == 0 {
+            return Err(FerValueError::new_err("epochs must be >= 1"));
+        }
+        let fit = self.fit()?;
+        fit.schedule = fit.schedule.with_total_steps(epochs * fit.steps_per_epoch);
+        Ok(())
     }
 
     /// Shuffles for a new epoch; returns its number of batches.

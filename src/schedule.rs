@@ -24,6 +24,17 @@ impl Schedule {
         }
     }
 
+    /// The same schedule laid out over `total_steps` instead: a run whose
+    /// length is fixed only once it has started (a time budget) resizes it.
+    pub fn with_total_steps(self, total_steps: u64) -> Schedule {
+        let total_steps = total_steps.max(1);
+        match self {
+            Schedule::Constant => Schedule::Constant,
+            Schedule::Cosine { warmup_steps, final_ratio, .. } => Schedule::Cosine { warmup_steps: warmup_steps.min(total_steps), total_steps, final_ratio },
+            Schedule::OneCycle { rise, .. } => Schedule::OneCycle { total_steps, rise },
+        }
+    }
+
     /// The learning rate at optimizer step `step` (0-based) for base rate `lr`.
     pub fn at(&self, lr: f64, step: u64) -> f64 {
         let cosine = |progress: f64, from: f64, to: f64| to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * progress.clamp(0.0, 1.0)).cos());
@@ -63,6 +74,17 @@ mod tests {
         assert!(s.at(1.0, 100) < 1e-12);
         let values: Vec<f64> = (10..100).map(|t| s.at(1.0, t)).collect();
         assert!(values.windows(2).all(|w| w[1] <= w[0]));
+    }
+
+    #[test]
+    fn resizing_is_the_schedule_planned_with_that_length() {
+        let long = Schedule::parse("cosine", 1000, 10).unwrap();
+        let planned = Schedule::parse("cosine", 100, 10).unwrap();
+        assert_eq!(long.with_total_steps(100), planned);
+        // Warm-up steps are kept; a total shorter than them clamps as parse does.
+        assert_eq!(long.with_total_steps(5), Schedule::parse("cosine", 5, 10).unwrap());
+        assert_eq!(Schedule::parse("one_cycle", 7, 0).unwrap().with_total_steps(50), Schedule::parse("one_cycle", 50, 0).unwrap());
+        assert_eq!(Schedule::Constant.with_total_steps(3), Schedule::Constant);
     }
 
     #[test]

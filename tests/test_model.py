@@ -363,6 +363,42 @@ def _call_predict_proba(model, x):
     return model.predict_proba(x)
 
 
+def test_time_limit_sizes_the_run_and_its_schedule(sample, monkeypatch):
+    train = sample[sample.Usage == "Training"].head(256)
+    clock = [0.0]
+    monkeypatch.setattr(fer.model.time, "perf_counter", lambda: clock[0])
+
+    def epoch_takes(*seconds):
+        def tick(epoch, logs):
+            clock[0] += seconds[min(epoch, len(seconds)) - 1]
+
+        return tick
+
+    budget = fer.train(train, TINY, time_limit=45, callbacks=[epoch_takes(10)], progress=False, validation=0)
+    assert budget.epochs_trained == 4
+    # Sized after its first epoch, the run is the one planned with that length.
+    planned = fer.train(train, TINY, epochs=4, progress=False, validation=0)
+    np.testing.assert_allclose(budget.history.learning_rate, planned.history.learning_rate)
+    assert budget.get_weights() == planned.get_weights()
+
+    # Epochs that slow down shrink the plan; the cosine still ends at the last one.
+    clock[0] = 0.0
+    slower = fer.train(train, TINY, time_limit=100, callbacks=[epoch_takes(10, 30)], progress=False, validation=0)
+    assert slower.epochs_trained == 4
+    assert slower.history.learning_rate.iloc[-1] < 0.05 * 1e-3
+
+    # With epochs given, the limit only stops the run (after the epoch it passed in).
+    clock[0] = 0.0
+    capped = fer.Model(TINY).fit(train, epochs=10, time_limit=25, callbacks=[epoch_takes(10)], progress=False, validation=0)
+    assert capped.epochs_trained == 3
+    assert fer.Model(TINY).fit(train.head(64), progress=False, validation=0).epochs_trained == 10
+
+    with pytest.raises(FerValueError, match="one_cycle"):
+        fer.train(train, TINY, time_limit=10, lr_schedule="one_cycle", progress=False)
+    with pytest.raises(FerValueError, match="initial_epoch"):
+        fer.train(train, TINY, time_limit=10, initial_epoch=1, progress=False)
+
+
 def test_augmentation_schedules_and_tta(sample):
     train = sample[sample.Usage == "Training"].head(200)
     plain = fer.Model(TINY, seed=1).fit(train, epochs=1, progress=False, validation=0)

@@ -23,7 +23,7 @@ def train(
     data: Any,
     model: str | dict | Model = DEFAULT_MODEL,
     *,
-    epochs: int = 10,
+    epochs: int | None = None,
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     optimizer: str = "adam",
@@ -61,9 +61,12 @@ def train(
     smoothing 0.1. Pass ``augment=False, lr_schedule="constant",
     label_smoothing=0`` to train the study's way.
 
-    With ``time_limit`` (seconds) training stops after the epoch in which the
-    limit passed; the cosine schedule is laid out over ``epochs``, so choose
-    an epoch count that fits the budget for the schedule to finish.
+    ``epochs`` defaults to 10. Give ``time_limit`` (seconds) instead and the
+    run is sized to it: ``fer.train(df, time_limit=3600)`` trains as many
+    epochs as fit in an hour at the speed measured as it goes, with the
+    cosine schedule laid out over them (see :meth:`Model.fit`). With both,
+    training stops after ``epochs`` or after the epoch in which the limit
+    passed, whichever comes first.
     """
     fit_keys = {"weight_decay", "momentum", "nesterov", "validation_data", "initial_epoch"}
     fit_options = {k: model_options.pop(k) for k in list(model_options) if k in fit_keys}

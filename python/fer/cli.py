@@ -323,7 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
         "label_smoothing, class_weight (e.g. balanced), weight_decay, momentum, nesterov, time_limit. "
         "Defaults are fer.train's recipe: augment=true lr_schedule=cosine warmup_epochs=1 label_smoothing=0.1",
     )
-    p.add_argument("--epochs", type=_positive_int, default=10, metavar="N", help="epochs (default 10)")
+    p.add_argument(
+        "--epochs", type=_positive_int, default=None, metavar="N",
+        help="epochs (default 10, or with -o time_limit=SECONDS as many as fit in it)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N", help="batch size (default 64)")
     p.add_argument("--learning-rate", type=_positive_float, default=1e-3, metavar="X", help="learning rate (default 0.001)")
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam", help="optimizer (default adam)")

@@ -22,6 +22,9 @@ FORMAT = "fer-model"
 FORMAT_VERSION = 1
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
 OPTIMIZERS = ("adam", "adamw", "sgd")
+DEFAULT_EPOCHS = 10
+# The schedule's length while a time-budgeted run times its first epoch.
+PROVISIONAL_EPOCHS = 1000
 
 
 def models() -> dict[str, str]:
@@ -38,6 +41,14 @@ def _spec_json(model: str | dict, options: dict[str, Any]) -> str:
     if not isinstance(model, str):
         raise TypeError(f"model must be a preset name (see fer.models()) or a spec dict, got {type(model).__name__}")
     return _core.preset_spec(model, json.dumps(options))
+
+
+def _epochs_in_budget(done: int, elapsed: float, time_limit: float) -> int:
+    """The epochs a run of ``time_limit`` seconds holds, ``done`` of them
+    taking ``elapsed`` seconds: those plus as many as fit in the time left at
+    their mean time (the small slack absorbs float rounding of exact fits)."""
+    more = max(0, int((time_limit - elapsed) / (elapsed / done) + 1e-9)) if elapsed > 0 else PROVISIONAL_EPOCHS
+    return max(done, min(done + more, PROVISIONAL_EPOCHS))
 
 
 def _positive(name: str, value: Any, kind: type = float) -> None:
@@ -159,7 +170,7 @@ class Model:
         data: Any,
         y: Any = None,
         *,
-        epochs: int = 10,
+        epochs: int | None = None,
         batch_size: int = 64,
         learning_rate: float = 1e-3,
         optimizer: str = "adam",
@@ -187,8 +198,11 @@ class Model:
             A FER DataFrame (``emotion``, ``pixels``, optional ``Usage``: only
             ``Training`` rows train, ``PublicTest``/``PrivateTest`` rows are
             never used), or images with labels in ``y``, or an ``(x, y)`` pair.
-        epochs, batch_size, learning_rate:
-            As in Keras; all must be > 0.
+        epochs:
+            Number of epochs (> 0). ``None`` (the default): 10, or with
+            ``time_limit`` as many as fit in it.
+        batch_size, learning_rate:
+            As in Keras; both must be > 0.
         optimizer:
             ``"adam"`` (Keras defaults: beta 0.9/0.999, eps 1e-7), ``"adamw"``
             (decoupled ``weight_decay``) or ``"sgd"`` (``momentum``,
@@ -211,7 +225,14 @@ class Model:
         class_weight:
             ``"balanced"``, a dict ``{label: weight}`` or 7 weights.
         time_limit:
-            Stop after the epoch in which this many seconds have passed.
+            A budget in seconds. With ``epochs=None`` the run is sized to it:
+            after each epoch, the epochs still to come are those that fit in
+            the time left at the mean epoch time so far, and the learning-rate
+            schedule is laid out over that total, so a cosine decay still ends
+            at the last epoch (how many epochs that is depends on the
+            machine's speed; pass ``epochs`` for runs that repeat exactly).
+            With ``epochs`` given, training stops after the epoch in which
+            the limit passed.
         augment:
             Random, seeded data augmentation of each training batch (in Rust):
             ``True`` for the defaults, or a dict overriding any of ``flip``
@@ -234,6 +255,16 @@ class Model:
         model keeps the weights of the last completed epoch.
         """
         seed = self.seed if seed is None else seed
+        budgeted = epochs is None and time_limit is not None
+        if budgeted:
+            if lr_schedule in ("one_cycle", "onecycle"):
+                raise FerValueError(
+                    "lr_schedule='one_cycle' needs a fixed epoch count (its rise is a fraction of the run): "
+                    "pass epochs=, or use lr_schedule='cosine' to size the run to time_limit"
+                )
+            if initial_epoch:
+                raise FerValueError(f"initial_epoch={initial_epoch!r} resumes a run of fixed length: pass epochs= too")
+        epochs = DEFAULT_EPOCHS if epochs is None else epochs
         _positive("epochs", epochs, int)
         _positive("batch_size", batch_size, int)
         _positive("learning_rate", learning_rate)
@@ -282,15 +313,31 @@ class Model:
             for cb in callbacks:
                 _call(cb, "on_train_begin", self)
             start = time.perf_counter()
-            for _ in range(int(epochs) - int(initial_epoch)):
+            planned, done = int(epochs), int(initial_epoch)
+            if budgeted:
+                # Until the first epoch is timed, a long provisional schedule
+                # keeps the rate near its peak (or in its warm-up).
+                planned = PROVISIONAL_EPOCHS
+                self._native.set_epochs(planned)
+            while done < planned:
                 logs = self._run_epoch(xv, yv, progress)
+                done += 1
                 last_good = self.get_weights()
                 records = self.history.to_dict("records") + [logs]
                 self.history = pd.DataFrame(records, columns=HISTORY_COLUMNS).astype("float64")
                 for cb in callbacks:
                     if _epoch_end(cb, int(logs["epoch"]), dict(logs)) is True:
                         self.stop_training = True
-                if self.stop_training or (time_limit is not None and time.perf_counter() - start >= time_limit):
+                elapsed = time.perf_counter() - start
+                if budgeted:
+                    assert time_limit is not None
+                    fits = _epochs_in_budget(done, elapsed, time_limit)
+                    if fits != planned:
+                        planned = fits
+                        self._native.set_epochs(planned)
+                elif time_limit is not None and elapsed >= time_limit:
+                    break
+                if self.stop_training:
                     break
             for cb in callbacks:
                 _call(cb, "on_train_end", self)
