@@ -74,6 +74,12 @@ def main() -> None:
     ap.add_argument("--data", default=os.path.join("..", "shared", "data", "fer2013.csv.gz"))
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--shuffle-seed", type=int,
+        help="seed for the shuffling, augmentation and dropout only (default: --seed); the validation rows stay "
+        "those of --seed. A warm restart (--init) with the seed of the run before replays that run's batches and "
+        "augmented images in the same order",
+    )
     ap.add_argument("--checkpoint", default=os.path.join("runs", "pretrained", "checkpoint.fer"))
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     ap.add_argument("--out", default=os.path.join("python", "fer", "data", "pretrained.fer"))
@@ -118,6 +124,18 @@ def main() -> None:
         seed=args.seed, learning_rate=args.learning_rate, warmup_epochs=args.warmup_epochs,
         class_weight=weights, progress=False,
     )
+    split: dict = {}
+    if args.shuffle_seed is not None and args.shuffle_seed != args.seed:
+        # The same validation rows as --seed draws, passed explicitly, so the
+        # new seed only changes the order and the augmentation of the batches.
+        if isinstance(data, tuple):
+            held = fer.data.stratified_holdout(data[1], 0.1, args.seed)
+            split = dict(validation_data=(data[0][held], data[1][held]))
+            data = (data[0][~held], data[1][~held])
+        else:
+            split = dict(validation_data=parts.validation)
+            data = parts.train
+        recipe["seed"] = args.shuffle_seed
     if args.budget_minutes:
         args.epochs = epochs_for_budget(args, data, recipe, train_rows, log)
     checkpoint = Checkpoint(args.checkpoint, log, train_rows)
@@ -126,16 +144,18 @@ def main() -> None:
         model = fer.load(args.checkpoint)
         log(f"resuming from {args.checkpoint} after epoch {model.epochs_trained}")
         model = fer.train(
-            data, model, epochs=args.epochs, initial_epoch=model.epochs_trained, callbacks=[checkpoint], **recipe
+            data, model, epochs=args.epochs, initial_epoch=model.epochs_trained, callbacks=[checkpoint], **recipe, **split
         )
     else:
         model = fer.load(args.init) if args.init else fer.api.DEFAULT_MODEL
         what = f"{args.init} ({model.epochs_trained} epochs so far)" if args.init else f"model {model}"
         log(
-            f"{what}, fer.train recipe, {args.epochs} epochs, seed {args.seed}, lr {args.learning_rate:g}, "
+            f"{what}, fer.train recipe, {args.epochs} epochs, seed {args.seed}"
+            + (f" (shuffle seed {recipe['seed']})" if split else "")
+            + f", lr {args.learning_rate:g}, "
             f"warm-up {args.warmup_epochs:g}, class_weight {args.class_weight}"
         )
-        model = fer.train(data, model, epochs=args.epochs, callbacks=[checkpoint], **recipe)
+        model = fer.train(data, model, epochs=args.epochs, callbacks=[checkpoint], **recipe, **split)
     wall = time.perf_counter() - start
     log(f"training wall time this run: {wall / 60:.1f} min; all epochs: {model.history.seconds.sum() / 60:.1f} min")
     if len(test):
