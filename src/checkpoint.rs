@@ -43,7 +43,7 @@ impl Network {
                 .get(v.name.as_str())
                 .ok_or_else(|| Error::format(format!("the weights have no tensor {:?} (is this file for another model?)", v.name)))?;
             if *dtype != Dtype::F32 {
-                return Err(Error::format(format!("tensor {:?} is {dtype:?}, expected F32", v.name)));
+                return Err(Error::format(format!("tensor {:?} is {dtype}, expected F32", v.name)));
             }
             if shape.as_slice() != v.var.dims() {
                 return Err(Error::format(format!(

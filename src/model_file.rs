@@ -27,7 +27,9 @@ pub fn encode(network: &Network, meta_json: &str) -> Result<Vec<u8>> {
 pub fn decode(bytes: &[u8]) -> Result<(Network, String)> {
     let spec = spec_from_safetensors(bytes)?
         .ok_or_else(|| Error::format("not a fer model file: the safetensors header has no fer model spec"))?;
-    spec.validate().map_err(|e| Error::format(format!("the model file's spec is invalid: {e}")))?;
+    spec.validate()
+        .and_then(|_| spec.check_fer_input())
+        .map_err(|e| Error::format(format!("the model file's spec is invalid: {e}")))?;
     let network = Network::from_safetensors(spec, bytes)?;
     // The header already parsed above, so this cannot fail on hostile input.
     let meta = SafeTensors::read_metadata(bytes)

@@ -256,6 +256,7 @@ impl NativeModel {
     #[new]
     fn new(py: Python<'_>, spec_json: &str, seed: u64) -> PyResult<Self> {
         let spec = ModelSpec::from_json(spec_json).map_err(to_pyerr)?;
+        spec.check_fer_input().map_err(to_pyerr)?;
         let network = detach(py, move |_| Network::new(spec, seed))?;
         Ok(NativeModel { state: State::Idle(network) })
     }
@@ -307,13 +308,14 @@ impl NativeModel {
         let (images, n) = owned_images(&x)?;
         let tta = Tta::parse(tta.unwrap_or("none")).map_err(to_pyerr)?;
         let network = self.network()?;
-        let batch_size = batch_size.max(1);
+        // Results do not depend on the batch size; a huge one would only
+        // ask for memory (a failed allocation aborts the process).
+        let batch_size = batch_size.clamp(1, PREDICT_CHUNK);
         let proba = detach(py, |interrupt| {
             let mut out = Vec::with_capacity(n * NUM_CLASSES);
-            let step = PREDICT_CHUNK.max(batch_size);
-            for start in (0..n).step_by(step) {
+            for start in (0..n).step_by(PREDICT_CHUNK) {
                 interrupt.check()?;
-                let end = (start + step).min(n);
+                let end = (start + PREDICT_CHUNK).min(n);
                 let chunk = &images[start * IMAGE_PIXELS..end * IMAGE_PIXELS];
                 out.extend(threads::install(|| network.predict_proba_tta(chunk, end - start, batch_size, tta))??);
             }
@@ -358,23 +360,31 @@ impl NativeModel {
         };
         let steps_per_epoch = n.div_ceil(batch_size.max(1)) as u64;
         let warmup_steps = (warmup_epochs.max(0.0) * steps_per_epoch as f64).round() as u64;
-        let schedule = Schedule::parse(lr_schedule, epochs.max(1) * steps_per_epoch, warmup_steps).map_err(to_pyerr)?;
+        let too_long = || FerValueError::new_err(format!("epochs={epochs} is too many ({steps_per_epoch} steps each)"));
+        let total_steps = epochs.max(1).checked_mul(steps_per_epoch).ok_or_else(too_long)?;
+        let first_step = initial_epoch.checked_mul(steps_per_epoch).ok_or_else(too_long)?;
+        let schedule = Schedule::parse(lr_schedule, total_steps, warmup_steps).map_err(to_pyerr)?;
         let optimizer = match optimizer {
+            // Keras' Adam applies a weight_decay decoupled, as AdamW does.
+            "adam" if weight_decay > 0.0 => OptimizerConfig::AdamW { lr: learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay },
             "adam" => OptimizerConfig::Adam { lr: learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-7 },
             "adamw" => OptimizerConfig::AdamW { lr: learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay },
             "sgd" => OptimizerConfig::Sgd { lr: learning_rate, momentum, nesterov, weight_decay },
             other => return Err(FerValueError::new_err(format!("unknown optimizer {other:?}; choose adam, adamw or sgd"))),
         };
         let config = TrainConfig { batch_size, optimizer, label_smoothing, class_weights, seed };
+        // Trainer::new takes the network; if it rejects the config, rebuild
+        // the network from a snapshot (taken while the model still holds
+        // it) so the model survives the error.
+        let (spec, snapshot) = {
+            let network = self.network()?;
+            (network.spec().clone(), network.to_safetensors().map_err(to_pyerr)?)
+        };
         let network = match std::mem::replace(&mut self.state, State::Empty) {
             State::Idle(n) => n,
             State::Fitting(f) => f.trainer.network,
             State::Empty => return Err(FerInternalError::new_err("model in an inconsistent state")),
         };
-        // Trainer::new takes the network; if it rejects the config, rebuild
-        // the network from a snapshot so the model survives the error.
-        let spec = network.spec().clone();
-        let snapshot = network.to_safetensors().map_err(to_pyerr)?;
         match detach(py, move |_| Trainer::new(network, config, images, labels)) {
             Ok(mut trainer) => {
                 if let Some(config) = augment {
@@ -384,8 +394,7 @@ impl NativeModel {
                     })));
                 }
                 // A resumed run picks the schedule up where it stopped.
-                let step = initial_epoch * steps_per_epoch;
-                self.state = State::Fitting(Fit { trainer, schedule, base_lr: learning_rate, step, steps_per_epoch });
+                self.state = State::Fitting(Fit { trainer, schedule, base_lr: learning_rate, step: first_step, steps_per_epoch });
                 Ok(())
             }
             Err(e) => {
@@ -402,7 +411,8 @@ impl NativeModel {
             return Err(FerValueError::new_err("epochs must be >= 1"));
         }
         let fit = self.fit()?;
-        fit.schedule = fit.schedule.with_total_steps(epochs * fit.steps_per_epoch);
+        let total = epochs.checked_mul(fit.steps_per_epoch).ok_or_else(|| FerValueError::new_err(format!("epochs={epochs} is too many")))?;
+        fit.schedule = fit.schedule.with_total_steps(total);
         Ok(())
     }
 
@@ -430,10 +440,16 @@ impl NativeModel {
 
     /// Sets the base learning rate the schedule scales.
     fn set_learning_rate(&mut self, lr: f64) -> PyResult<()> {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(FerValueError::new_err(format!("learning rate must be a finite number > 0, got {lr}")));
+        }
         if let State::Fitting(f) = &mut self.state {
             f.base_lr = lr;
+            // A finished cosine schedule is at 0, which no step will use.
             let now = f.schedule.at(lr, f.step);
-            f.trainer.set_learning_rate(now).map_err(to_pyerr)?;
+            if now > 0.0 {
+                f.trainer.set_learning_rate(now).map_err(to_pyerr)?;
+            }
         }
         Ok(())
     }
@@ -449,7 +465,22 @@ impl NativeModel {
         let (images, n) = owned_images(&x)?;
         let labels = owned_labels(&y, n)?;
         let trainer = &self.fit()?.trainer;
-        detach(py, |_| threads::install(|| trainer.evaluate(&images, &labels, batch_size.max(1)))?)
+        let batch_size = batch_size.clamp(1, PREDICT_CHUNK);
+        detach(py, |interrupt| {
+            if n == 0 {
+                return trainer.evaluate(&images, &labels, batch_size);
+            }
+            let (mut loss, mut correct) = (0.0, 0.0);
+            for start in (0..n).step_by(PREDICT_CHUNK) {
+                interrupt.check()?;
+                let end = (start + PREDICT_CHUNK).min(n);
+                let chunk = (&images[start * IMAGE_PIXELS..end * IMAGE_PIXELS], &labels[start..end]);
+                let (l, a) = threads::install(|| trainer.evaluate(chunk.0, chunk.1, batch_size))??;
+                loss += l * (end - start) as f64;
+                correct += a * (end - start) as f64;
+            }
+            Ok((loss / n as f64, correct / n as f64))
+        })
     }
 
     fn end_fit(&mut self) -> PyResult<()> {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, NUM_CLASSES};
+use crate::{Error, Result, IMAGE_SIDE, NUM_CLASSES};
 
 mod presets;
 
@@ -37,7 +37,7 @@ impl Padding {
             }
             Padding::Valid => (input >= kernel).then(|| (0, 0, (input - kernel) / stride + 1)),
             Padding::Explicit(p) => {
-                let padded = input + 2 * p;
+                let padded = p.checked_mul(2)?.checked_add(input)?;
                 (padded >= kernel).then(|| (p, p, (padded - kernel) / stride + 1))
             }
         }
@@ -262,6 +262,20 @@ impl ModelSpec {
         self.plan().map(|_| ())
     }
 
+    /// What the Python package runs: 48x48 grayscale images. (Rust tests
+    /// also build smaller inputs.)
+    pub fn check_fer_input(&self) -> Result<()> {
+        let want = [1, IMAGE_SIDE, IMAGE_SIDE];
+        if self.input_shape != want {
+            let [c, h, w] = self.input_shape;
+            return Err(Error::invalid(format!(
+                "model {:?}: input_shape must be [1, {IMAGE_SIDE}, {IMAGE_SIDE}] (48x48 grayscale faces), got [{c}, {h}, {w}]",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Per-layer shapes and parameter counts; fails with `InvalidInput`
     /// naming the first bad layer.
     pub fn plan(&self) -> Result<Vec<LayerPlan>> {
@@ -331,6 +345,25 @@ impl ModelSpec {
     }
 }
 
+/// Bounds on one layer, far above any useful network for 48x48 faces, so
+/// a hostile or mistyped spec (a model file's, say) is an error instead of
+/// an allocation that aborts the process.
+const MAX_PARAMS: usize = 1 << 28;
+/// Floats of one layer's output, per image.
+const MAX_ACTIVATION: usize = 1 << 24;
+/// A convolution's unfolded input (C x K x K x OH x OW), per image.
+const MAX_CONV_COLUMNS: usize = 1 << 28;
+
+fn product(factors: &[usize]) -> Option<usize> {
+    factors.iter().try_fold(1usize, |acc, &f| acc.checked_mul(f))
+}
+
+fn bounded(what: &str, factors: &[usize], max: usize) -> std::result::Result<usize, String> {
+    product(factors)
+        .filter(|&n| n <= max)
+        .ok_or_else(|| format!("too large: {what} {} exceeds {max}", factors.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(" x ")))
+}
+
 fn plan_layer(layer: &LayerSpec, input: FeatureShape, is_last: bool) -> std::result::Result<LayerPlan, String> {
     let spatial = |what: &str| match input {
         FeatureShape::Spatial { c, h, w } => Ok((c, h, w)),
@@ -360,15 +393,25 @@ fn plan_layer(layer: &LayerSpec, input: FeatureShape, is_last: bool) -> std::res
             if activation == Activation::Softmax {
                 return Err("softmax is only allowed on the final Dense layer".into());
             }
+            if let Padding::Explicit(p) = padding {
+                if p >= kernel {
+                    return Err(format!("padding {p} must be smaller than the {kernel}x{kernel} kernel"));
+                }
+            }
             let (pad, oh, ow) = window(h, w, kernel, stride, padding)?;
-            let n = kernel * kernel * c * filters + if use_bias { filters } else { 0 };
+            let n = bounded("weights", &[kernel, kernel, c, filters], MAX_PARAMS)? + if use_bias { filters } else { 0 };
+            bounded("output", &[filters, oh, ow], MAX_ACTIVATION)?;
+            bounded("unfolded input", &[c, kernel, kernel, oh, ow], MAX_CONV_COLUMNS)?;
             plan(FeatureShape::Spatial { c: filters, h: oh, w: ow }, pad, n, n)
         }
         LayerSpec::MaxPool2d { kernel, stride, padding } => {
             let (c, h, w) = spatial("MaxPooling2D")?;
             let (pad, oh, ow) = window(h, w, kernel, stride, padding)?;
-            if pad.iter().any(|&p| p >= kernel) {
-                return Err(format!("padding {pad:?} must be smaller than the {kernel}x{kernel} window"));
+            if let Some(p) = pad.iter().find(|&&p| p >= kernel) {
+                return Err(format!("padding {p} must be smaller than the {kernel}x{kernel} window"));
+            }
+            if kernel > h.max(w) {
+                return Err(format!("a {kernel}x{kernel} window is larger than the {h}x{w} input"));
             }
             plan(FeatureShape::Spatial { c, h: oh, w: ow }, pad, 0, 0)
         }
@@ -407,7 +450,8 @@ fn plan_layer(layer: &LayerSpec, input: FeatureShape, is_last: bool) -> std::res
             if activation == Activation::Softmax && !is_last {
                 return Err("softmax is only allowed on the final Dense layer".into());
             }
-            let n = n_in * units + units;
+            bounded("output", &[units], MAX_ACTIVATION)?;
+            let n = bounded("weights", &[n_in, units], MAX_PARAMS)? + units;
             plan(FeatureShape::Flat(units), [0; 4], n, n)
         }
     })
@@ -500,6 +544,35 @@ mod tests {
 
     fn dense7() -> LayerSpec {
         LayerSpec::Dense { units: 7, activation: Activation::Softmax }
+    }
+
+    #[test]
+    fn oversized_layers_are_errors_not_allocations() {
+        let conv = |kernel, padding| LayerSpec::Conv2d {
+            filters: 1,
+            kernel,
+            stride: 1,
+            padding: Padding::Explicit(padding),
+            activation: Activation::None,
+            use_bias: true,
+        };
+        let wide = LayerSpec::Dense { units: 100_000_000, activation: Activation::None };
+        let cases = [
+            (vec![conv(1 << 32, (1 << 31) + 1), LayerSpec::Flatten, dense7()], "too large: weights"),
+            (vec![conv(3, 100_000), LayerSpec::GlobalAvgPool, dense7()], "padding 100000 must be smaller"),
+            (vec![conv(2048, 2047), LayerSpec::GlobalAvgPool, dense7()], "too large: unfolded input"),
+            (vec![LayerSpec::Flatten, wide, dense7()], "too large: output"),
+            (vec![LayerSpec::MaxPool2d { kernel: 1000, stride: 1, padding: Padding::Same }, LayerSpec::Flatten, dense7()], "larger than the 48x48"),
+            (vec![conv(usize::MAX, usize::MAX - 1), LayerSpec::Flatten, dense7()], "does not fit"),
+        ];
+        for (layers, want) in cases {
+            let err = spec(layers).validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        let mut grey24 = spec(vec![LayerSpec::Flatten, dense7()]);
+        grey24.input_shape = [4, 24, 24];
+        assert!(grey24.validate().is_ok());
+        assert!(grey24.check_fer_input().unwrap_err().to_string().contains("input_shape must be [1, 48, 48]"));
     }
 
     #[test]

@@ -207,6 +207,8 @@ def test_errors_exit_1_with_one_line(files, tmp_path):
         run("predict", "--model", files["model"], "--data", files["data"], "--out", tmp_path / "no" / "dir.csv"),
         "dir.csv",
     )
+    # Caught before training, not when the trained model is saved.
+    one_line_error(run("train", "--data", files["data"], "--out", tmp_path, "--no-progress"), "is a directory", "model.fer")
     assert not (tmp_path / "m.fer").exists()
 
 

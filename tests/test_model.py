@@ -242,10 +242,113 @@ def test_a_raising_callback_ends_the_fit_cleanly(sample):
 
 def test_early_stopping_restores_best(sample):
     stopper = fer.callbacks.EarlyStopping(monitor="val_loss", patience=0)
-    model = fer.Model(TINY).fit(sample, epochs=6, learning_rate=0.05, callbacks=[stopper], progress=False)
+    model = fer.Model(TINY)
+    weights = {}
+
+    def snapshot(epoch, logs):
+        weights[epoch] = model.get_weights()
+
+    model.fit(sample, epochs=6, learning_rate=0.05, callbacks=[snapshot, stopper], progress=False)
     assert stopper.best_epoch is not None and len(model.history) <= 6
     best = model.history.val_loss.min()
     assert stopper.best == pytest.approx(best)
+    assert model.get_weights() == weights[stopper.best_epoch]
+    if stopper.best_epoch != len(model.history):
+        assert model.get_weights() != weights[len(model.history)]
+
+
+def test_monitoring_what_the_fit_does_not_report_is_an_error(sample):
+    train = sample[sample.Usage == "Training"].head(128)
+    # Without validation rows val_* is NaN: no "improvement" could ever be seen.
+    for cb in (fer.callbacks.EarlyStopping(), fer.callbacks.ReduceLROnPlateau()):
+        with pytest.raises(FerValueError, match="no validation rows"):
+            fer.Model(TINY).fit(train, epochs=3, validation=0, callbacks=[cb], progress=False)
+    with pytest.raises(FerValueError, match="'val_acc', which training does not report"):
+        fer.Model(TINY).fit(train, epochs=2, callbacks=[fer.callbacks.ReduceLROnPlateau(monitor="val_acc")], progress=False)
+    # Monitoring the training loss needs no validation.
+    model = fer.Model(TINY).fit(
+        train, epochs=2, validation=0, callbacks=[fer.callbacks.EarlyStopping(monitor="loss")], progress=False
+    )
+    assert model.epochs_trained == 2
+
+
+def test_callback_results_and_late_rate_changes(sample):
+    train = sample[sample.Usage == "Training"].head(128)
+    stopped = fer.Model(TINY).fit(train, epochs=3, validation=0, callbacks=[lambda e, logs: np.bool_(True)], progress=False)
+    assert stopped.epochs_trained == 1  # numpy's True stops too
+    # Setting the rate after the last epoch of a cosine run (a plateau at the end) is fine.
+    model = fer.Model(TINY)
+    model.fit(
+        train, epochs=2, validation=0, lr_schedule="cosine", progress=False,
+        callbacks=[lambda e, logs: setattr(model, "learning_rate", 5e-4)],
+    )
+    assert model.epochs_trained == 2
+    with pytest.raises(TypeError, match="callback"):
+        model.fit(train, epochs=1, callbacks=[42], progress=False)
+    with pytest.raises(FerValueError, match="not fitting"):
+        model._native.train_batch()  # rejected before any trainer was set up
+
+
+def test_numpy_numbers_are_accepted(sample):
+    train = sample[sample.Usage == "Training"].head(128)
+    model = fer.Model(TINY).fit(
+        train, epochs=np.int64(1), batch_size=np.int32(32), learning_rate=np.float32(1e-3),
+        validation=np.float32(0.25), seed=np.uint8(3), progress=False,
+    )
+    assert model.epochs_trained == 1
+    with pytest.raises(FerValueError, match="seed"):
+        fer.Model(TINY).fit(train, epochs=1, seed=-1, progress=False)
+    with pytest.raises(FerValueError, match="label_smoothing"):
+        fer.Model(TINY).fit(train, epochs=1, label_smoothing=None, progress=False)
+
+
+def test_weight_decay_with_adam_is_decoupled_as_in_keras(sample):
+    train = sample[sample.Usage == "Training"].head(128)
+    plain = fer.Model(TINY, seed=1).fit(train, epochs=1, validation=0, progress=False)
+    decayed = fer.Model(TINY, seed=1).fit(train, epochs=1, validation=0, weight_decay=0.1, progress=False)
+    adamw = fer.Model(TINY, seed=1).fit(train, epochs=1, validation=0, weight_decay=0.1, optimizer="adamw", progress=False)
+    assert decayed.get_weights() != plain.get_weights()
+    assert decayed.get_weights() == adamw.get_weights()
+
+
+def test_labels_given_apart_keep_to_the_usage_rows(sample):
+    together = fer.Model(TINY, seed=2).fit(sample, epochs=1, progress=False)
+    apart = fer.Model(TINY, seed=2).fit(sample.drop(columns="emotion"), sample["emotion"], epochs=1, progress=False)
+    n_train = int((sample.Usage == "Training").sum())
+    assert apart.metadata["trained_on"] == together.metadata["trained_on"]
+    assert sum(apart.metadata["trained_on"].values()) == n_train
+    assert apart.get_weights() == together.get_weights()
+    # evaluate with labels apart scores the test rows, as evaluate(df) does
+    assert apart.evaluate(sample, sample["emotion"].to_numpy()).accuracy == apart.evaluate(sample).accuracy
+    with pytest.raises(FerValueError, match="no Training rows"):
+        fer.Model(TINY).fit(sample[sample.Usage != "Training"], sample.emotion[sample.Usage != "Training"], progress=False)
+
+
+def test_macro_f1_counts_only_emotions_that_occur():
+    from fer.metrics import report
+
+    assert report([0, 0, 3, 3], [0, 0, 3, 3]).macro_f1 == 1.0
+    assert report([0, 0, 3, 3], [0, 3, 3, 3]).macro_f1 == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_saving_to_a_directory_is_a_clear_error(trained, tmp_path):
+    with pytest.raises(IsADirectoryError, match="directory"):
+        trained.save(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_specs_beyond_any_use_are_rejected():
+    def spec(*layers, shape=(1, 48, 48)):
+        return {"name": "x", "input_shape": list(shape), "layers": [*layers, {"type": "flatten"}, {"type": "dense", "units": 7, "activation": "softmax"}]}
+
+    with pytest.raises(FerValueError, match="too large"):
+        fer.Model(spec({"type": "conv2d", "filters": 1, "kernel": 2**32, "padding": 2**31 + 1}))
+    with pytest.raises(FerValueError, match="padding 100000 must be smaller"):
+        fer.Model(spec({"type": "conv2d", "filters": 1, "kernel": 3, "padding": 100000}))
+    with pytest.raises(FerValueError, match="too large"):
+        fer.Model(spec({"type": "flatten"}, {"type": "dense", "units": 10**8}))
+    with pytest.raises(FerValueError, match="input_shape must be"):
+        fer.Model(spec(shape=(4, 24, 24)))
 
 
 def test_ctrl_c_stops_quickly_and_keeps_last_epoch(sample):

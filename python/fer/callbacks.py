@@ -78,12 +78,7 @@ class EarlyStopping(Callback):
         self.wait = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> bool | None:
-        if self.monitor not in logs:
-            raise FerValueError(
-                f"EarlyStopping monitors {self.monitor!r}, which training does not report; "
-                f"available: {sorted(logs)} (val_* needs validation > 0 or validation_data)"
-            )
-        value = float(logs[self.monitor])
+        value = _monitored(self, logs, first=self.best_epoch is None and self.wait == 0)
         if _improved(self.mode, value, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
@@ -95,6 +90,27 @@ class EarlyStopping(Callback):
     def on_train_end(self, model: "Model") -> None:
         if self.restore_best_weights and self.best_weights is not None:
             model.set_weights(self.best_weights)
+
+
+def _monitored(cb: Any, logs: dict[str, float], first: bool) -> float:
+    """The value ``cb.monitor`` names. A name training does not report, or a
+    validation metric that is NaN at the first epoch (a fit without
+    validation data), is an error: otherwise the callback would act on
+    "no improvement" every epoch."""
+    name = type(cb).__name__
+    if cb.monitor not in logs:
+        raise FerValueError(
+            f"{name} monitors {cb.monitor!r}, which training does not report; "
+            f"available: {sorted(logs)} (val_* needs validation > 0 or validation_data)"
+        )
+    value = float(logs[cb.monitor])
+    if first and math.isnan(value):
+        raise FerValueError(
+            f"{name} monitors {cb.monitor!r}, which is NaN after the first epoch: "
+            + ("this fit has no validation rows (pass validation > 0 or validation_data, or monitor 'loss')"
+               if cb.monitor.startswith("val_") else "training diverged")
+        )
+    return value
 
 
 class ReduceLROnPlateau(Callback):
@@ -122,7 +138,7 @@ class ReduceLROnPlateau(Callback):
         self.wait = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> bool | None:
-        value = float(logs.get(self.monitor, math.nan))
+        value = _monitored(self, logs, first=not math.isfinite(self.best) and self.wait == 0)
         if _improved(self.mode, value, self.best, self.min_delta):
             self.best, self.wait = value, 0
             return None

@@ -179,8 +179,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = _options(args.option)
     spec = _model_spec_or_name(args.model)
     out_dir = os.path.dirname(os.path.abspath(args.out))
+    if os.path.isdir(args.out) or args.out.endswith(("/", os.sep)):
+        raise CliError(f"--out {args.out!r} is a directory: give the model's file name, e.g. {os.path.join(args.out, 'model.fer')!r}")
     if not os.path.isdir(out_dir):
         raise CliError(f"cannot write {args.out!r}: directory {out_dir!r} does not exist")
+    if not os.access(out_dir, os.W_OK):
+        raise CliError(f"cannot write {args.out!r}: directory {out_dir!r} is not writable")
     if args.threads is not None:
         fer.set_num_threads(args.threads)
     df = _read_csv(args.data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from importlib import resources
 from typing import Any, NamedTuple
 
@@ -146,7 +147,7 @@ def split(df: pd.DataFrame, validation: float = 0.1, seed: int = 0) -> Split:
         A named tuple ``(train, validation, test)`` of DataFrames.
     """
     check_frame(df)
-    if not isinstance(validation, (int, float)) or not 0 <= validation < 1:
+    if isinstance(validation, (bool, np.bool_)) or not isinstance(validation, numbers.Real) or not 0 <= validation < 1:
         raise FerValueError(f"validation must be a fraction in [0, 1), got {validation!r}")
     if "Usage" in df.columns:
         usage = df["Usage"].astype(str)

@@ -36,7 +36,11 @@ class EvaluationReport:
 
     @property
     def macro_f1(self) -> float:
-        return float(self.per_class["f1"].mean())
+        """Mean F1 over the emotions that occur, as true or predicted labels
+        (scikit-learn's ``f1_score(average="macro")``): an emotion absent
+        from a small test set does not count as F1 = 0."""
+        seen = (self.confusion_matrix.sum(axis=1) + self.confusion_matrix.sum(axis=0)).to_numpy() > 0
+        return float(self.per_class["f1"].to_numpy()[seen].mean()) if seen.any() else float("nan")
 
     def to_dict(self) -> dict:
         return {

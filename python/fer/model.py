@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import time
 from typing import Any, Iterable
@@ -14,7 +15,7 @@ import pandas as pd
 
 from fer import _core, _progress
 from fer._inputs import as_images, as_xy
-from fer.data import EMOTIONS, NUM_CLASSES, check_frame, split, stratified_holdout
+from fer.data import EMOTIONS, NUM_CLASSES, TEST_USAGES, check_frame, split, stratified_holdout
 from fer.errors import FerValueError, ModelFileError
 from fer.metrics import EvaluationReport, report
 
@@ -51,11 +52,32 @@ def _epochs_in_budget(done: int, elapsed: float, time_limit: float) -> int:
     return max(done, min(done + more, PROVISIONAL_EPOCHS))
 
 
+def _is_number(value: Any, kind: type = float) -> bool:
+    """A Python or numpy number (of the kind: whole for ``int``), not a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, numbers.Integral if kind is int else numbers.Real)
+
+
 def _positive(name: str, value: Any, kind: type = float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+    if not _is_number(value, kind):
         raise TypeError(f"{name} must be a {'number' if kind is float else 'whole number'}, got {value!r}")
     if not value > 0 or (kind is float and not math.isfinite(value)):
         raise FerValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _rows_by_usage(data: Any, y: Any, usages: set[str]) -> tuple[Any, Any]:
+    """A DataFrame with a ``Usage`` column and labels given apart: the rows
+    whose Usage is in ``usages`` and their labels (by position), or both
+    unchanged where no row is (or not every row is) picked out."""
+    if y is None or not isinstance(data, pd.DataFrame) or "Usage" not in data.columns or np.ndim(y) != 1:
+        return data, y
+    if len(y) != len(data):
+        return data, y  # as_xy reports the mismatch
+    keep = data["Usage"].astype(str).isin(usages).to_numpy()
+    if keep.all() or not keep.any():
+        return data, y
+    return data[keep], (y.iloc[keep] if isinstance(y, pd.Series) else np.asarray(y)[keep])
 
 
 def _call(cb: Any, hook: str, *args: Any) -> Any:
@@ -231,8 +253,10 @@ class Model:
             schedule is laid out over that total, so a cosine decay still ends
             at the last epoch (how many epochs that is depends on the
             machine's speed; pass ``epochs`` for runs that repeat exactly).
-            With ``epochs`` given, training stops after the epoch in which
-            the limit passed.
+            The first epoch runs before the length is known: in the warm-up
+            with ``warmup_epochs`` >= 1 (``fer.train``'s default), else near
+            the peak rate; at most 1000 epochs. With ``epochs`` given,
+            training stops after the epoch in which the limit passed.
         augment:
             Random, seeded data augmentation of each training batch (in Rust):
             ``True`` for the defaults, or a dict overriding any of ``flip``
@@ -255,6 +279,14 @@ class Model:
         model keeps the weights of the last completed epoch.
         """
         seed = self.seed if seed is None else seed
+        if not _is_number(seed, int) or seed < 0:
+            raise FerValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if not _is_number(label_smoothing) or not 0 <= label_smoothing < 1:
+            raise FerValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not (callable(cb) or hasattr(cb, "on_epoch_end")):
+                raise TypeError(f"a callback must be a function f(epoch, logs) or a fer.callbacks.Callback, got {cb!r}")
         budgeted = epochs is None and time_limit is not None
         if budgeted:
             if lr_schedule in ("one_cycle", "onecycle"):
@@ -270,13 +302,11 @@ class Model:
         _positive("learning_rate", learning_rate)
         if optimizer not in OPTIMIZERS:
             raise FerValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if not 0 <= label_smoothing < 1:
-            raise FerValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         if weight_decay < 0 or not 0 <= momentum < 1:
             raise FerValueError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {weight_decay!r}, {momentum!r}")
         if time_limit is not None:
             _positive("time_limit", time_limit)
-        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch < epochs:
+        if not _is_number(initial_epoch, int) or not 0 <= initial_epoch < epochs:
             raise FerValueError(f"initial_epoch must be a whole number in [0, epochs={epochs}), got {initial_epoch!r}")
 
         augment_json = _augment_json(augment)
@@ -296,15 +326,11 @@ class Model:
             seed=int(seed),
             augment=augment_json,
             lr_schedule=lr_schedule,
-            epochs=int(epochs),
+            epochs=PROVISIONAL_EPOCHS if budgeted else int(epochs),
             warmup_epochs=float(warmup_epochs),
             initial_epoch=int(initial_epoch),
         )
         self._learning_rate = float(learning_rate)
-        callbacks = list(callbacks or [])
-        for cb in callbacks:
-            if not (callable(cb) or hasattr(cb, "on_epoch_end")):
-                raise TypeError(f"a callback must be a function f(epoch, logs) or a fer.callbacks.Callback, got {cb!r}")
         self.stop_training = False
         last_good = self.get_weights()
         # Whatever ends the fit (a callback raising included), the native
@@ -313,12 +339,10 @@ class Model:
             for cb in callbacks:
                 _call(cb, "on_train_begin", self)
             start = time.perf_counter()
-            planned, done = int(epochs), int(initial_epoch)
-            if budgeted:
-                # Until the first epoch is timed, a long provisional schedule
-                # keeps the rate near its peak (or in its warm-up).
-                planned = PROVISIONAL_EPOCHS
-                self._native.set_epochs(planned)
+            # Until the first epoch of a budgeted run is timed, a long
+            # provisional schedule keeps the rate in its warm-up (or near
+            # its peak).
+            planned, done = PROVISIONAL_EPOCHS if budgeted else int(epochs), int(initial_epoch)
             while done < planned:
                 logs = self._run_epoch(xv, yv, progress)
                 done += 1
@@ -326,7 +350,8 @@ class Model:
                 records = self.history.to_dict("records") + [logs]
                 self.history = pd.DataFrame(records, columns=HISTORY_COLUMNS).astype("float64")
                 for cb in callbacks:
-                    if _epoch_end(cb, int(logs["epoch"]), dict(logs)) is True:
+                    stop = _epoch_end(cb, int(logs["epoch"]), dict(logs))
+                    if stop is not None and bool(stop):
                         self.stop_training = True
                 elapsed = time.perf_counter() - start
                 if budgeted:
@@ -352,7 +377,7 @@ class Model:
     def _training_data(
         self, data: Any, y: Any, validation: float, validation_data: Any, seed: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-        if not isinstance(validation, (int, float)) or not 0 <= validation < 1:
+        if not _is_number(validation) or not 0 <= validation < 1:
             raise FerValueError(f"validation must be a fraction in [0, 1), got {validation!r}")
         if validation_data is not None:
             validation = 0.0
@@ -364,6 +389,10 @@ class Model:
             x, labels = as_xy(parts.train)
             xv, yv = as_xy(parts.validation) if len(parts.validation) else (None, None)
         else:
+            if isinstance(data, pd.DataFrame) and "Usage" in data.columns and y is not None:
+                data, y = _rows_by_usage(data, y, {"Training"})
+                if not (data["Usage"].astype(str) == "Training").any():
+                    raise FerValueError("no Training rows to train on (rows with Usage PublicTest/PrivateTest are never trained on)")
             x, labels = as_xy(data, y)
             held = stratified_holdout(labels, validation, seed)
             xv, yv = (x[held], labels[held]) if held.any() else (None, None)
@@ -437,6 +466,8 @@ class Model:
             test = split(data, validation=0.0).test
             if len(test):
                 data = test
+        else:
+            data, y = _rows_by_usage(data, y, set(TEST_USAGES))
         x, labels = as_xy(data, y)
         proba = self._native.predict_proba(x, int(batch_size), tta)
         picked = proba[np.arange(len(labels)), labels].astype(np.float64)
@@ -489,11 +520,19 @@ class Model:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to ``path`` (safetensors weights with the JSON spec
         and training metadata in its header; conventionally ``*.fer``)."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"cannot save the model to {path!r}: it is a directory (give a file name, e.g. model.fer)")
         data = self.to_bytes()
-        tmp = f"{os.fspath(path)}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        tmp = f"{path}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
     def __reduce__(self) -> tuple:
         return (Model.from_bytes, (self.to_bytes(),))

@@ -422,7 +422,7 @@ impl CustomOp2 for Conv2dBwdInputOp {
         let (n, c, h, w) = self.x_dims;
         let g = Geom::new(&[n, c, h, w], l2.dims(), self.pad, self.stride)?;
         if l1.dims() != [g.n, g.o, g.oh, g.ow] {
-            bail!("fer-conv2d-bwd-input: grad shape {:?} does not match {g:?}", l1.dims());
+            bail!("fer-conv2d-bwd-input: grad shape {:?}, expected {:?}", l1.dims(), [g.n, g.o, g.oh, g.ow]);
         }
         let out = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
@@ -453,7 +453,7 @@ impl CustomOp2 for Conv2dBwdWeightOp {
         let (o, c, kh, kw) = self.w_dims;
         let g = Geom::new(l1.dims(), &[o, c, kh, kw], self.pad, self.stride)?;
         if l2.dims() != [g.n, g.o, g.oh, g.ow] {
-            bail!("fer-conv2d-bwd-weight: grad shape {:?} does not match {g:?}", l2.dims());
+            bail!("fer-conv2d-bwd-weight: grad shape {:?}, expected {:?}", l2.dims(), [g.n, g.o, g.oh, g.ow]);
         }
         let out = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
