@@ -96,6 +96,10 @@ fn describe_non_string(item: &Bound<'_, PyAny>) -> String {
         .name()
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "object".into());
+    // pandas' missing-value markers (pd.NA, pd.NaT) are types of their own.
+    if matches!(type_name.as_str(), "NAType" | "NaTType") {
+        return format!("is missing ({type_name}), expected a string of 2304 space-separated integers 0-255");
+    }
     format!("is a {type_name}, expected a string of 2304 space-separated integers 0-255")
 }
 

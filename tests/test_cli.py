@@ -139,6 +139,10 @@ def test_summary_of_preset_spec_and_saved_model(files):
     assert proc.returncode == 0, proc.stderr
     assert 'Model: "tiny"' in proc.stdout and "Epochs trained: 2" in proc.stdout and "val_accuracy" in proc.stdout
 
+    proc = run("summary", "--model", "pretrained")
+    assert proc.returncode == 0, proc.stderr
+    assert 'Model: "fer_vgg"' in proc.stdout and f"Epochs trained: {fer.pretrained().epochs_trained}" in proc.stdout
+
 
 def test_models_lists_the_presets():
     proc = run("models")

@@ -115,3 +115,27 @@ def test_split_errors_name_the_problem(tiny_df):
         fer.split(tiny_df, validation=1.5)
     with pytest.raises(TypeError):
         fer.split([1, 2, 3])
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.array([0, 3.5], dtype=object), r"label at row 1: 3.5 is not an integer label"),
+        (np.array([1, "happy", 2], dtype=object), r"label at row 1: 'happy' is not an integer label"),
+        (np.array([0.0, np.nan]), r"label at row 1: nan is not an integer label"),
+        (np.array([1e20]), r"label at row 0: 1e\+20 is not an integer label"),
+        (np.array([True, False]), r"got booleans"),
+        (np.full((2, 7), 1 / 7), r"not one-hot rows.*argmax"),
+        (np.zeros((2, 3)), r"must be 1-D class indices"),
+    ],
+)
+def test_bad_labels_name_the_row_and_the_value(labels, message):
+    x = np.zeros((2, 48, 48), np.float32)
+    with pytest.raises(FerValueError, match=message):
+        fer._inputs.as_xy(x, labels)
+
+
+def test_labels_as_text_column_vector_or_one_hot():
+    x = np.zeros((7, 48, 48), np.float32)
+    for y in (np.array([str(k) for k in range(7)]), np.arange(7)[:, None], np.eye(7), np.eye(7, dtype=bool)):
+        assert fer._inputs.as_xy(x, y)[1].tolist() == list(range(7))

@@ -153,6 +153,9 @@ def test_bad_training_arguments(sample):
         model.fit(bad, progress=False)
     with pytest.raises(FerValueError, match="no Training rows"):
         model.fit(sample[sample.Usage == "PublicTest"], progress=False)
+    x, y = fer.parse_pixels(sample.pixels.head(4)), sample.emotion.head(4).to_numpy()
+    with pytest.raises(TypeError, match=r"fer.train\(\(x, y\)\)"):
+        fer.train(x, y)
 
 
 def test_same_seed_same_weights(sample):

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from fer.data import IMAGE_SHAPE, check_frame, labels_from, parse_pixels, row_label
+from fer.data import IMAGE_SHAPE, NUM_CLASSES, check_frame, labels_from, parse_pixels, row_label
 from fer.errors import FerValueError
 
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
@@ -114,6 +114,27 @@ def _scaled(arr: np.ndarray, index: pd.Index | None) -> npt.NDArray[np.float32]:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def _flat_labels(y: Any) -> npt.NDArray[Any]:
+    """Labels as given, a column vector (N, 1), or Keras-style one-hot rows
+    (N, 7) as class indices."""
+    arr = np.asarray(y)
+    if arr.ndim == 0:
+        return arr.reshape(1)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        return arr.ravel()
+    if arr.ndim == 2 and arr.shape[1] == NUM_CLASSES and arr.dtype.kind in "iufb":
+        one_hot = ((arr == 0) | (arr == 1)).all() and (arr.sum(axis=1) == 1).all()
+        if one_hot:
+            return arr.argmax(axis=1)
+        raise FerValueError(
+            f"labels of shape {arr.shape} are not one-hot rows (one 1 and six 0s each); "
+            "pass class indices 0-6, e.g. y.argmax(axis=1) for probabilities"
+        )
+    if arr.ndim != 1:
+        raise FerValueError(f"labels must be 1-D class indices 0-6 (or one-hot rows of 7), got shape {arr.shape}")
+    return arr
+
+
 def as_xy(data: Any, y: Any = None) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
     """Images and labels from a FER DataFrame (``emotion`` + ``pixels``), an
     ``(x, y)`` pair, or ``x`` and ``y`` given separately."""
@@ -132,7 +153,7 @@ def as_xy(data: Any, y: Any = None) -> tuple[npt.NDArray[np.float32], npt.NDArra
     if isinstance(y, (pd.Series, pd.Index)):
         labels = labels_from(y.to_numpy(), y.index if isinstance(y, pd.Series) else None, what="label")
     else:
-        labels = labels_from(np.asarray(y).ravel() if np.ndim(y) else np.asarray([y]), index, what="label")
+        labels = labels_from(_flat_labels(y), index, what="label")
     if len(labels) != len(x):
         raise FerValueError(f"got {len(x)} images but {len(labels)} labels")
     return x, labels

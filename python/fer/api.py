@@ -68,6 +68,11 @@ def train(
     training stops after ``epochs`` or after the epoch in which the limit
     passed, whichever comes first.
     """
+    if not isinstance(model, (str, dict, Model)) and hasattr(model, "__len__"):
+        raise TypeError(
+            f"fer.train's second argument is the model, got {type(model).__name__}; "
+            "for images and labels apart, pass them as one pair: fer.train((x, y))"
+        )
     fit_keys = {"weight_decay", "momentum", "nesterov", "validation_data", "initial_epoch"}
     fit_options = {k: model_options.pop(k) for k in list(model_options) if k in fit_keys}
     if isinstance(model, Model):

@@ -3,9 +3,14 @@
 A callback is either a plain function ``f(epoch, logs)`` (return ``True`` to
 stop training) or an object with any of ``on_train_begin(model)``,
 ``on_epoch_end(epoch, logs)`` and ``on_train_end(model)``; setting
-``model.stop_training = True`` also stops after the current epoch. ``logs``
-holds the history row of the epoch: ``loss``, ``accuracy``, ``val_loss``,
-``val_accuracy``, ``learning_rate`` and ``seconds``.
+``model.stop_training = True`` also stops after the current epoch. ``epoch``
+counts from 1 (the history's ``epoch`` column; Keras counts from 0) and goes
+on across fits of the same model. ``logs`` holds the history row of the
+epoch: ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` (NaN without
+validation rows), ``learning_rate`` and ``seconds``. ``loss`` includes the
+label smoothing and class weights of the fit, ``val_loss`` the label
+smoothing, so with ``fer.train``'s smoothing both run higher than
+:meth:`fer.Model.evaluate`'s plain cross-entropy.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def _load_model(path: str) -> fer.Model:
 
 
 def _looks_like_model_file(value: str) -> bool:
-    return value.endswith(".fer") or (os.path.isfile(value) and not value.endswith(".json"))
+    return value.endswith(".fer") or value == "pretrained" or (os.path.isfile(value) and not value.endswith(".json"))
 
 
 # -------------------------------------------------------------- commands
@@ -371,7 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the layer table (output shapes, parameter counts) of a preset, a .json "
         "model spec, or a saved model file (plus how long it was trained).",
     )
-    p.add_argument("--model", required=True, metavar="NAME|PATH", help="preset name, .json spec, or saved .fer model")
+    p.add_argument(
+        "--model", required=True, metavar="NAME|PATH",
+        help="preset name, .json spec, saved .fer model, or 'pretrained' (the model shipped with fer)",
+    )
     p.add_argument("--option", "-o", action="append", type=_option, metavar="KEY=VALUE", help="preset option, repeatable")
     p.set_defaults(func=cmd_summary)
 

@@ -43,7 +43,9 @@ def parse_pixels(pixels: pd.Series | Any) -> npt.NDArray[np.uint8]:
     FerValueError
         Naming the row (its index label) and what is wrong: a wrong number of
         values, a token that is not an integer, a value outside 0-255, an
-        empty string, a missing value (NaN/None) or a non-string.
+        empty string, a missing value (NaN/None/pd.NA) or a non-string.
+    TypeError
+        When ``pixels`` is none of the accepted containers.
     """
     index = None
     if isinstance(pixels, pd.DataFrame):
@@ -93,21 +95,31 @@ def row_label(index: Any, pos: int) -> str:
 
 
 def labels_from(values: Any, index: Any = None, what: str = "emotion") -> npt.NDArray[np.uint8]:
-    """Validate emotion labels (integers 0-6) and return them as uint8."""
+    """Validate emotion labels (integers 0-6) and return them as uint8.
+    Errors name the first bad row (by ``index`` label when given)."""
+    noun = "labels" if what == "label" else f"{what} labels"
     arr = np.asarray(values)
     if arr.ndim != 1:
-        raise FerValueError(f"{what} labels must be 1-D, got shape {arr.shape}")
+        raise FerValueError(f"{noun} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "b":
+        raise FerValueError(f"{noun} must be integers 0-6, got booleans")
+    original = arr
+    if arr.dtype.kind not in "iuf":
+        # Object/string columns (a CSV with a stray word, say): by value, so
+        # the first bad row can be named.
+        try:
+            arr = pd.to_numeric(pd.Series(arr, copy=False), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            raise FerValueError(f"{noun} must be integers 0-6, got dtype {arr.dtype}") from None
     if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (arr < 0) | (arr >= NUM_CLASSES)
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
-            raise FerValueError(f"{what} at row {row_label(index, pos)}: {arr[pos]!r} is not an integer label 0-6")
+            value = original[pos]
+            value = value.item() if isinstance(value, np.generic) else value
+            raise FerValueError(f"{what} at row {row_label(index, pos)}: {value!r} is not an integer label 0-6 (the 7 emotions)")
         arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
-        try:
-            arr = arr.astype(np.int64)
-        except (TypeError, ValueError):
-            raise FerValueError(f"{what} labels must be integers 0-6, got dtype {arr.dtype}") from None
     bad = (arr < 0) | (arr >= NUM_CLASSES)
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])

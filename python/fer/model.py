@@ -170,7 +170,9 @@ class Model:
     @property
     def learning_rate(self) -> float:
         """The base learning rate (settable from callbacks, e.g. ReduceLROnPlateau);
-        a schedule scales it per batch, and the history records the rate used."""
+        a schedule scales it per batch, and the history records the rate used.
+        A loaded model reports the last rate its history recorded (near 0 after
+        a cosine schedule); ``fit`` sets it from its ``learning_rate``."""
         return self._learning_rate
 
     @learning_rate.setter

@@ -345,10 +345,14 @@ def show_faces(
         labels = x["emotion"]
     if labels is False:
         labels = None
+    # Only the faces shown are parsed (a whole FER2013 frame is 330 MB as floats).
+    total = len(x) if isinstance(x, (pd.DataFrame, pd.Series)) else None
+    if total is not None:
+        x = x.iloc[: int(max_faces)]
     images, _ = as_images(x)
     n = len(images)
-    true_names = _names(labels, "labels", n) if labels is not None else None
-    pred_names = _names(predictions, "predictions", n) if predictions is not None else None
+    true_names = _names(labels, "labels", total or n)[:n] if labels is not None else None
+    pred_names = _names(predictions, "predictions", total or n)[:n] if predictions is not None else None
 
     shown = min(n, int(max_faces))
     cols = min(int(ncols), shown)
