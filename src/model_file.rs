@@ -31,6 +31,16 @@ pub fn decode(bytes: &[u8]) -> Result<(Network, String)> {
         .and_then(|_| spec.check_fer_input())
         .map_err(|e| Error::format(format!("the model file's spec is invalid: {e}")))?;
     let network = Network::from_safetensors(spec, bytes)?;
+    // Such a model predicts NaN for every image: say so at load instead.
+    for v in network.named_vars() {
+        let values = v.var.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(pos) = values.iter().position(|x| !x.is_finite()) {
+            return Err(Error::format(format!(
+                "tensor {:?} holds a non-finite value ({}) at element {pos}: the model was saved after training diverged, or the file is corrupted",
+                v.name, values[pos]
+            )));
+        }
+    }
     // The header already parsed above, so this cannot fail on hostile input.
     let meta = SafeTensors::read_metadata(bytes)
         .ok()

@@ -146,13 +146,16 @@ fn parse_pixels<'py>(
         spans.push(RawSpan(bytes.as_ptr(), bytes.len()));
         keep.push(s.clone());
     }
-    let parsed = py.detach(move || {
+    if spans.len() != n {
+        return Err(FerValueError::new_err(format!("pixels: the container reports {n} rows but yielded {}", spans.len())));
+    }
+    let parsed = detach(py, move |_| {
         // SAFETY: see `keep` above; the spans are only read.
         let rows: Vec<&[u8]> = spans.iter().map(|s| unsafe { std::slice::from_raw_parts(s.0, s.1) }).collect();
         threads::install(|| pixels::parse_slices(&rows))
     });
-    let parsed = parsed.map_err(to_pyerr)?;
     drop(keep);
+    let parsed = parsed?;
     match parsed {
         Ok(buf) => {
             let arr = Array3::from_shape_vec((n, IMAGE_SIDE, IMAGE_SIDE), buf)
@@ -259,7 +262,8 @@ const PREDICT_CHUNK: usize = 1024;
 impl NativeModel {
     #[new]
     fn new(py: Python<'_>, spec_json: &str, seed: u64) -> PyResult<Self> {
-        let spec = ModelSpec::from_json(spec_json).map_err(to_pyerr)?;
+        // A spec given here is input, not a file: a ValueError, not a ModelFileError.
+        let spec = ModelSpec::from_json(spec_json).map_err(|e| FerValueError::new_err(e.to_string()))?;
         spec.check_fer_input().map_err(to_pyerr)?;
         let network = detach(py, move |_| Network::new(spec, seed))?;
         Ok(NativeModel { state: State::Idle(network) })

@@ -1,5 +1,6 @@
 import json
 import pickle
+import struct
 import subprocess
 import sys
 import threading
@@ -214,6 +215,17 @@ def test_plain_safetensors_without_fer_header_is_rejected(trained, tmp_path):
     path.write_bytes(trained.get_weights())
     with pytest.raises(ModelFileError, match="not a fer model"):
         fer.load(path)
+
+
+def test_non_finite_weights_in_a_file_are_a_model_file_error(trained):
+    raw = bytearray(trained.to_bytes())
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    name = sorted(k for k in header if k != "__metadata__")[0]
+    at = 8 + size + header[name]["data_offsets"][0] + 4
+    raw[at : at + 4] = struct.pack("<f", float("nan"))
+    with pytest.raises(ModelFileError, match=f'tensor "{name}" holds a non-finite value \\(NaN\\) at element 1'):
+        fer.Model.from_bytes(bytes(raw))
 
 
 def test_callbacks_can_stop_training(sample):
