@@ -75,6 +75,7 @@ def test_training_learns_and_records_history(trained, sample):
     assert list(h.epoch) == [1.0, 2.0]
     assert np.isfinite(h[["loss", "accuracy", "val_loss", "val_accuracy"]].to_numpy()).all()
     assert (h.seconds > 0).all()
+    assert h.loss.iloc[1] < h.loss.iloc[0]
     report = trained.evaluate(sample)
     assert 0 <= report.accuracy <= 1 and np.isfinite(report.loss)
     assert report.confusion_matrix.values.sum() == (sample.Usage == "PublicTest").sum()
@@ -397,7 +398,10 @@ def test_pretrained_model_ships_and_predicts(sample):
     assert model.evaluate(test).accuracy > 0.5
     one = fer.parse_pixels(test.pixels.head(1))[0]
     assert fer.predict(one).shape == (1,)
-    assert fer.pretrained() is not model  # a fresh copy each call
+    # A fresh copy each call: changing one leaves the others as shipped.
+    other = fer.pretrained()
+    other.set_weights(fer.Model("fer_vgg").get_weights())
+    assert other.get_weights() != model.get_weights() == fer.pretrained().get_weights()
 
 
 def test_pretrained_missing_is_a_clear_error(monkeypatch):
@@ -546,6 +550,7 @@ def test_augmentation_schedules_and_tta(sample):
     np.testing.assert_allclose(flip, (base + mirrored) / 2, rtol=1e-4, atol=1e-6)
     crops = plain.predict_proba(x, tta="crops")
     np.testing.assert_allclose(crops.sum(axis=1), 1, rtol=1e-5)
+    assert not np.allclose(crops, base) and not np.allclose(crops, flip)
     report = plain.evaluate(sample, tta="flip")
     assert 0 <= report.accuracy <= 1
     with pytest.raises(FerValueError, match="tta"):
