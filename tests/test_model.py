@@ -155,6 +155,9 @@ def test_bad_training_arguments(sample):
         model.fit(bad, progress=False)
     with pytest.raises(FerValueError, match="no Training rows"):
         model.fit(sample[sample.Usage == "PublicTest"], progress=False)
+    one_each = sample[sample.Usage == "Training"].groupby("emotion").head(1)
+    with pytest.raises(FerValueError, match="validation=0.9 holds out all 7 Training rows"):
+        model.fit(one_each, validation=0.9, progress=False)
     x, y = fer.parse_pixels(sample.pixels.head(4)), sample.emotion.head(4).to_numpy()
     with pytest.raises(TypeError, match=r"fer.train\(\(x, y\)\)"):
         fer.train(x, y)

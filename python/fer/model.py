@@ -222,6 +222,7 @@ class Model:
             A FER DataFrame (``emotion``, ``pixels``, optional ``Usage``: only
             ``Training`` rows train, ``PublicTest``/``PrivateTest`` rows are
             never used), or images with labels in ``y``, or an ``(x, y)`` pair.
+            ``y`` goes with the rows by position, not by index label.
         epochs:
             Number of epochs (> 0). ``None`` (the default): 10, or with
             ``time_limit`` as many as fit in it.
@@ -386,6 +387,11 @@ class Model:
         if y is None and isinstance(data, pd.DataFrame):
             check_frame(data)
             parts = split(data, validation=validation, seed=seed)
+            if len(parts.train) == 0 and len(parts.validation):
+                raise FerValueError(
+                    f"validation={validation!r} holds out all {len(parts.validation)} Training rows; "
+                    "lower it or pass more rows"
+                )
             if len(parts.train) == 0:
                 raise FerValueError("no Training rows to train on (rows with Usage PublicTest/PrivateTest are never trained on)")
             x, labels = as_xy(parts.train)
