@@ -6,7 +6,6 @@ use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
 pub use gemm::Parallelism;
-use rayon::prelude::*;
 
 /// Float element types the fast ops support (f32, f64).
 pub trait Elem: WithDType + Copy + Default + Send + Sync + 'static {
@@ -92,23 +91,13 @@ pub fn clear_pool() {
 
 /// A zero-filled vector, written explicitly rather than `calloc`ed: lazily
 /// zeroed pages that are read before being written get mapped to the shared
-/// zero page and then copied-on-write with a TLB flush. Big ones are filled
-/// (so also first touched) by all threads: one core's memset of a layer's
-/// tens of MB otherwise leaves the others idle.
-pub fn zeros<T: Copy + Default + Send + Sync>(len: usize) -> Vec<T> {
-    const PAR_FILL: usize = 1 << 18;
+/// zero page and then copied-on-write with a TLB flush.
+pub fn zeros<T: Copy>(len: usize) -> Vec<T>
+where
+    T: Default,
+{
     let mut v = Vec::with_capacity(len);
-    if len < 2 * PAR_FILL {
-        v.resize(len, T::default());
-        return v;
-    }
-    v.spare_capacity_mut()[..len].par_chunks_mut(PAR_FILL).for_each(|chunk| {
-        for e in chunk {
-            e.write(T::default());
-        }
-    });
-    // SAFETY: the loop above initialised all `len` elements.
-    unsafe { v.set_len(len) };
+    v.resize(len, T::default());
     v
 }
 
@@ -209,7 +198,6 @@ mod tests {
 
     #[test]
     fn zeros_are_zero_at_every_size() {
-        // Over and under the threshold of the parallel fill, and a ragged last chunk.
         for len in [0, 1, 1000, (1 << 19) - 1, (3 << 18) + 5] {
             let v = zeros::<f32>(len);
             assert_eq!(v.len(), len);

@@ -128,9 +128,6 @@ fn pool_fwd<T: Elem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
 
 fn pool_bwd<T: Elem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
-    if g.k == 2 && g.s == 2 && g.pad == [0; 4] && g.h % 2 == 0 && g.w % 2 == 0 && hw > 0 {
-        return pool_bwd_tiled(g, x, dy);
-    }
     let mut dx = zeros::<T>(g.planes * hw);
     if hw == 0 || ohw == 0 {
         return dx;
@@ -140,34 +137,6 @@ fn pool_bwd<T: Elem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
         let dyp = &dy[pl * ohw..(pl + 1) * ohw];
         for_each_window(g, xp, |oh, ow, i, _| dxp[i] += dyp[oh * g.ow + ow]);
     });
-    dx
-}
-
-/// [`pool_bwd`] where 2x2 stride-2 windows tile the plane exactly (the
-/// stride-2 pooling of even-sized maps): every `dx` element lies in one
-/// window, so each is written once, with no zero fill and no scatter-add.
-fn pool_bwd_tiled<T: Elem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
-    let (w, hw, ohw) = (g.w, g.h * g.w, g.oh * g.ow);
-    let mut dx = Vec::with_capacity(g.planes * hw);
-    dx.spare_capacity_mut()[..g.planes * hw].par_chunks_mut(hw).enumerate().for_each(|(pl, dxp)| {
-        let xp = &x[pl * hw..(pl + 1) * hw];
-        let dyp = &dy[pl * ohw..(pl + 1) * ohw];
-        for oh in 0..g.oh {
-            let (r0, r1) = (2 * oh * w, (2 * oh + 1) * w);
-            for ow in 0..g.ow {
-                let c = 2 * ow;
-                let (i, _) = first_max4(xp[r0 + c], xp[r0 + c + 1], xp[r1 + c], xp[r1 + c + 1]);
-                let d = dyp[oh * g.ow + ow];
-                let at = |k: usize| if i == k { d } else { T::ZERO };
-                dxp[r0 + c].write(at(0));
-                dxp[r0 + c + 1].write(at(1));
-                dxp[r1 + c].write(at(2));
-                dxp[r1 + c + 1].write(at(3));
-            }
-        }
-    });
-    // SAFETY: the 2x2 windows cover each plane, so every element was written.
-    unsafe { dx.set_len(g.planes * hw) };
     dx
 }
 
