@@ -258,6 +258,18 @@ impl NativeModel {
 /// Images are predicted in chunks so Ctrl-C is seen between them.
 const PREDICT_CHUNK: usize = 1024;
 
+/// `(start, end)` of each [`PREDICT_CHUNK`] of `n` images.
+fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n).step_by(PREDICT_CHUNK).map(move |start| (start, (start + PREDICT_CHUNK).min(n)))
+}
+
+/// Optimizer steps in `epochs` epochs, or a ValueError when that overflows.
+fn epoch_steps(epochs: u64, steps_per_epoch: u64) -> PyResult<u64> {
+    epochs
+        .checked_mul(steps_per_epoch)
+        .ok_or_else(|| FerValueError::new_err(format!("epochs={epochs} is too many ({steps_per_epoch} steps each)")))
+}
+
 #[pymethods]
 impl NativeModel {
     #[new]
@@ -321,9 +333,8 @@ impl NativeModel {
         let batch_size = batch_size.clamp(1, PREDICT_CHUNK);
         let proba = detach(py, |interrupt| {
             let mut out = Vec::with_capacity(n * NUM_CLASSES);
-            for start in (0..n).step_by(PREDICT_CHUNK) {
+            for (start, end) in chunks(n) {
                 interrupt.check()?;
-                let end = (start + PREDICT_CHUNK).min(n);
                 let chunk = &images[start * IMAGE_PIXELS..end * IMAGE_PIXELS];
                 out.extend(threads::install(|| network.predict_proba_tta(chunk, end - start, batch_size, tta))??);
             }
@@ -368,9 +379,8 @@ impl NativeModel {
         };
         let steps_per_epoch = n.div_ceil(batch_size.max(1)) as u64;
         let warmup_steps = (warmup_epochs.max(0.0) * steps_per_epoch as f64).round() as u64;
-        let too_long = || FerValueError::new_err(format!("epochs={epochs} is too many ({steps_per_epoch} steps each)"));
-        let total_steps = epochs.max(1).checked_mul(steps_per_epoch).ok_or_else(too_long)?;
-        let first_step = initial_epoch.checked_mul(steps_per_epoch).ok_or_else(too_long)?;
+        let total_steps = epoch_steps(epochs.max(1), steps_per_epoch)?;
+        let first_step = epoch_steps(initial_epoch, steps_per_epoch)?;
         let schedule = Schedule::parse(lr_schedule, total_steps, warmup_steps).map_err(to_pyerr)?;
         let optimizer = match optimizer {
             // Keras' Adam applies a weight_decay decoupled, as AdamW does.
@@ -419,8 +429,7 @@ impl NativeModel {
             return Err(FerValueError::new_err("epochs must be >= 1"));
         }
         let fit = self.fit()?;
-        let total = epochs.checked_mul(fit.steps_per_epoch).ok_or_else(|| FerValueError::new_err(format!("epochs={epochs} is too many")))?;
-        fit.schedule = fit.schedule.with_total_steps(total);
+        fit.schedule = fit.schedule.with_total_steps(epoch_steps(epochs, fit.steps_per_epoch)?);
         Ok(())
     }
 
@@ -479,9 +488,8 @@ impl NativeModel {
                 return trainer.evaluate(&images, &labels, batch_size);
             }
             let (mut loss, mut correct) = (0.0, 0.0);
-            for start in (0..n).step_by(PREDICT_CHUNK) {
+            for (start, end) in chunks(n) {
                 interrupt.check()?;
-                let end = (start + PREDICT_CHUNK).min(n);
                 let chunk = (&images[start * IMAGE_PIXELS..end * IMAGE_PIXELS], &labels[start..end]);
                 let (l, a) = threads::install(|| trainer.evaluate(chunk.0, chunk.1, batch_size))??;
                 loss += l * (end - start) as f64;

@@ -23,6 +23,7 @@ FORMAT = "fer-model"
 FORMAT_VERSION = 1
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
 OPTIMIZERS = ("adam", "adamw", "sgd")
+NO_TRAINING_ROWS = "no Training rows to train on (rows with Usage PublicTest/PrivateTest are never trained on)"
 DEFAULT_EPOCHS = 10
 # The schedule's length while a time-budgeted run times its first epoch.
 PROVISIONAL_EPOCHS = 1000
@@ -290,8 +291,9 @@ class Model:
         for cb in callbacks:
             if not (callable(cb) or hasattr(cb, "on_epoch_end")):
                 raise TypeError(f"a callback must be a function f(epoch, logs) or a fer.callbacks.Callback, got {cb!r}")
-        budgeted = epochs is None and time_limit is not None
-        if budgeted:
+        # The time budget that sizes the run (None: the run has `epochs`).
+        budget = time_limit if epochs is None else None
+        if budget is not None:
             if lr_schedule in ("one_cycle", "onecycle"):
                 raise FerValueError(
                     "lr_schedule='one_cycle' needs a fixed epoch count (its rise is a fraction of the run): "
@@ -329,7 +331,7 @@ class Model:
             seed=int(seed),
             augment=augment_json,
             lr_schedule=lr_schedule,
-            epochs=PROVISIONAL_EPOCHS if budgeted else int(epochs),
+            epochs=PROVISIONAL_EPOCHS if budget is not None else int(epochs),
             warmup_epochs=float(warmup_epochs),
             initial_epoch=int(initial_epoch),
         )
@@ -345,7 +347,7 @@ class Model:
             # Until the first epoch of a budgeted run is timed, a long
             # provisional schedule keeps the rate in its warm-up (or near
             # its peak).
-            planned, done = PROVISIONAL_EPOCHS if budgeted else int(epochs), int(initial_epoch)
+            planned, done = PROVISIONAL_EPOCHS if budget is not None else int(epochs), int(initial_epoch)
             while done < planned:
                 logs = self._run_epoch(xv, yv, progress)
                 done += 1
@@ -357,9 +359,8 @@ class Model:
                     if stop is not None and bool(stop):
                         self.stop_training = True
                 elapsed = time.perf_counter() - start
-                if budgeted:
-                    assert time_limit is not None
-                    fits = _epochs_in_budget(done, elapsed, time_limit)
+                if budget is not None:
+                    fits = _epochs_in_budget(done, elapsed, budget)
                     if fits != planned:
                         planned = fits
                         self._native.set_epochs(planned)
@@ -393,14 +394,14 @@ class Model:
                     "lower it or pass more rows"
                 )
             if len(parts.train) == 0:
-                raise FerValueError("no Training rows to train on (rows with Usage PublicTest/PrivateTest are never trained on)")
+                raise FerValueError(NO_TRAINING_ROWS)
             x, labels = as_xy(parts.train)
             xv, yv = as_xy(parts.validation) if len(parts.validation) else (None, None)
         else:
             if isinstance(data, pd.DataFrame) and "Usage" in data.columns and y is not None:
                 data, y = _rows_by_usage(data, y, {"Training"})
                 if not (data["Usage"].astype(str) == "Training").any():
-                    raise FerValueError("no Training rows to train on (rows with Usage PublicTest/PrivateTest are never trained on)")
+                    raise FerValueError(NO_TRAINING_ROWS)
             x, labels = as_xy(data, y)
             held = stratified_holdout(labels, validation, seed)
             xv, yv = (x[held], labels[held]) if held.any() else (None, None)

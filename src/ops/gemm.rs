@@ -191,17 +191,3 @@ pub fn gemm<T: Elem>(
         )
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zeros_are_zero_at_every_size() {
-        for len in [0, 1, 1000, (1 << 19) - 1, (3 << 18) + 5] {
-            let v = zeros::<f32>(len);
-            assert_eq!(v.len(), len);
-            assert!(v.iter().all(|&e| e.to_bits() == 0), "len {len}");
-        }
-    }
-}
