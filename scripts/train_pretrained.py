@@ -30,7 +30,6 @@ import resource
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 
 import fer
@@ -119,7 +118,7 @@ def main() -> None:
         evaluate(fer.load(args.evaluate), test, log)
         return
 
-    weights = class_weights(args.class_weight, data)
+    weights = None if args.class_weight == "none" else args.class_weight
     recipe = dict(
         seed=args.seed, learning_rate=args.learning_rate, warmup_epochs=args.warmup_epochs,
         class_weight=weights, progress=False,
@@ -163,16 +162,6 @@ def main() -> None:
     model.save(args.out)
     log(f"saved {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
     log(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-
-
-def class_weights(kind: str, data: object) -> object:
-    if kind == "none":
-        return None
-    if kind == "balanced":
-        return "balanced"
-    labels = data[1] if isinstance(data, tuple) else data.loc[data["Usage"] == "Training", "emotion"].to_numpy()
-    balanced = fer.model._class_weights("balanced", np.asarray(labels, dtype=np.int64))
-    return list(np.sqrt(balanced))
 
 
 def epochs_for_budget(args: argparse.Namespace, data: object, recipe: dict, train_rows: int, log: Tee) -> int:

@@ -1,4 +1,5 @@
 import json
+import math
 import pickle
 import struct
 import subprocess
@@ -328,6 +329,29 @@ def test_weight_decay_with_adam_is_decoupled_as_in_keras(sample):
     adamw = fer.Model(TINY, seed=1).fit(train, epochs=1, validation=0, weight_decay=0.1, optimizer="adamw", progress=False)
     assert decayed.get_weights() != plain.get_weights()
     assert decayed.get_weights() == adamw.get_weights()
+
+
+def test_named_class_weights_are_the_weights_they_stand_for(sample):
+    train = sample[sample.Usage == "Training"].head(128)
+    counts = np.bincount(train.emotion, minlength=7).astype(float)
+    # scikit-learn's "balanced": n_rows / (n_classes_present * count)
+    balanced = [len(train) / ((counts > 0).sum() * c) if c else 1.0 for c in counts]
+
+    def fit(weight):
+        return fer.Model(TINY, seed=3).fit(train, epochs=1, validation=0, class_weight=weight, progress=False)
+
+    plain = fit(None).get_weights()
+    assert fit("balanced").get_weights() == fit(balanced).get_weights() != plain
+    assert fit("sqrt").get_weights() == fit([math.sqrt(w) for w in balanced]).get_weights() != plain
+    assert fit({3: 2.0}).get_weights() == fit([1, 1, 1, 2, 1, 1, 1]).get_weights() != plain
+    with pytest.raises(FerValueError, match="'balanced', 'sqrt'.*'inverse'"):
+        fit("inverse")
+    with pytest.raises(FerValueError, match="keys must be labels 0-6"):
+        fit({7: 1.0})
+    with pytest.raises(FerValueError, match="needs 7 weights"):
+        fit([1.0] * 6)
+    with pytest.raises(FerValueError, match="finite, >= 0"):
+        fit([1.0] * 6 + [float("nan")])
 
 
 def test_labels_given_apart_keep_to_the_usage_rows(sample):

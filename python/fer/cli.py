@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--option", "-o", action="append", type=_option, metavar="KEY=VALUE",
         help="preset option, repeatable (e.g. pooling=stride2), or a training option: "
         "augment (true/false or a JSON object), lr_schedule (cosine, one_cycle, constant), warmup_epochs, "
-        "label_smoothing, class_weight (e.g. balanced), weight_decay, momentum, nesterov, time_limit. "
+        "label_smoothing, class_weight (balanced, sqrt or a JSON object), weight_decay, momentum, nesterov, time_limit. "
         "Defaults are fer.train's recipe: augment=true lr_schedule=cosine warmup_epochs=1 label_smoothing=0.1",
     )
     p.add_argument(
