@@ -331,6 +331,22 @@ def test_weight_decay_with_adam_is_decoupled_as_in_keras(sample):
     assert decayed.get_weights() == adamw.get_weights()
 
 
+def test_a_batch_beyond_the_machines_memory_is_refused_up_front(sample, monkeypatch):
+    train = sample[sample.Usage == "Training"]
+    monkeypatch.setattr(fer.model, "_physical_memory", lambda: 2 * 2**30)
+    model = fer.Model("fer_vgg", seed=0)
+    # fer_vgg's activations are about 3.4 MiB per image: 700 images' worth
+    # of them and their gradients is more than 2 GiB.
+    with pytest.raises(FerValueError, match=r"batch_size=100000 needs at least 4\.\d GiB .* 2\.0 GiB of memory"):
+        model.fit(train, epochs=1, batch_size=100_000, validation=0.1, progress=False)
+    assert model.epochs_trained == 0
+    # a batch as large as the Training rows is no bigger than they are
+    with pytest.raises(FerValueError, match=r"batch_size=1000 needs at least 4\.\d GiB"):
+        model.fit(train, epochs=1, batch_size=1000, validation=0.1, progress=False)
+    model.fit(train.head(64), epochs=1, batch_size=32, validation=0, progress=False)
+    assert model.epochs_trained == 1
+
+
 def test_named_class_weights_are_the_weights_they_stand_for(sample):
     train = sample[sample.Usage == "Training"].head(128)
     counts = np.bincount(train.emotion, minlength=7).astype(float)

@@ -163,6 +163,21 @@ class Model:
     def __str__(self) -> str:
         return self._summary_text()
 
+    def _check_training_memory(self, batch_size: int, rows: int) -> None:
+        """Refuses a batch whose activations cannot fit in this machine's
+        memory, which would otherwise end the process in an out-of-memory kill."""
+        total = _physical_memory()
+        per_image = sum(math.prod(shape) for _, _, shape, _, _ in self._native.summary())
+        # A lower bound: the backward needs every layer's output kept from
+        # the forward, and as much again for the gradients.
+        need = 2 * 4 * per_image * min(batch_size, rows)
+        if total is not None and need > total:
+            raise FerValueError(
+                f"batch_size={batch_size} needs at least {need / 2**30:.1f} GiB for the activations of "
+                f"{self.name!r} in training, more than this machine's {total / 2**30:.1f} GiB of memory: "
+                "use a smaller batch_size (the default is 64)"
+            )
+
     def __repr__(self) -> str:
         trained = f", trained {self.epochs_trained} epochs" if self.epochs_trained else ", untrained"
         return f"<fer.Model {self.name!r}: {self.count_params():,} params{trained}>\n{self._summary_text()}"
@@ -320,6 +335,7 @@ class Model:
         augment_json = _augment_json(augment)
         x, labels, xv, yv = self._training_data(data, y, validation, validation_data, seed)
         weights = _class_weights(class_weight, labels)
+        self._check_training_memory(int(batch_size), len(labels))
         self._native.begin_fit(
             x,
             labels,
@@ -572,6 +588,14 @@ def _augment_json(augment: bool | dict[str, Any] | None) -> str | None:
     if isinstance(augment, dict):
         return json.dumps(augment)
     raise TypeError(f"augment must be True, False, None or a dict of settings, got {augment!r}")
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _class_weights(class_weight: Any, labels: np.ndarray) -> list[float] | None:
