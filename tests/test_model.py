@@ -285,6 +285,14 @@ def test_monitoring_what_the_fit_does_not_report_is_an_error(sample):
             fer.Model(TINY).fit(train, epochs=3, validation=0, callbacks=[cb], progress=False)
     with pytest.raises(FerValueError, match="'val_acc', which training does not report"):
         fer.Model(TINY).fit(train, epochs=2, callbacks=[fer.callbacks.ReduceLROnPlateau(monitor="val_acc")], progress=False)
+    # The check is per fit: a callback reused for a fit without validation rows says so too.
+    plateau = fer.callbacks.ReduceLROnPlateau()
+    model = fer.Model(TINY).fit(train, epochs=2, validation=0.25, callbacks=[plateau], progress=False)
+    with pytest.raises(FerValueError, match="no validation rows"):
+        model.fit(train, epochs=2, validation=0, callbacks=[plateau], progress=False)
+    for make in (fer.callbacks.EarlyStopping, fer.callbacks.ReduceLROnPlateau):
+        with pytest.raises(FerValueError, match="patience must be >= 0"):
+            make(patience=-1)
     # Monitoring the training loss needs no validation.
     model = fer.Model(TINY).fit(
         train, epochs=2, validation=0, callbacks=[fer.callbacks.EarlyStopping(monitor="loss")], progress=False

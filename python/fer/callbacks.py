@@ -41,6 +41,37 @@ class Callback:
         return None
 
 
+class _Monitoring(Callback):
+    """A callback that watches one value of the logs, epoch by epoch."""
+
+    monitor: str
+
+    def on_train_begin(self, model: "Model") -> None:
+        super().on_train_begin(model)
+        self._epochs_seen = 0
+
+    def _monitored(self, logs: dict[str, float]) -> float:
+        """The value ``monitor`` names. A name training does not report, or
+        a validation metric that is NaN at the first epoch of the fit (one
+        without validation data), is an error: otherwise the callback would
+        act on "no improvement" every epoch."""
+        name = type(self).__name__
+        if self.monitor not in logs:
+            raise FerValueError(
+                f"{name} monitors {self.monitor!r}, which training does not report; "
+                f"available: {sorted(logs)} (val_* needs validation > 0 or validation_data)"
+            )
+        value = float(logs[self.monitor])
+        first, self._epochs_seen = self._epochs_seen == 0, self._epochs_seen + 1
+        if first and math.isnan(value):
+            raise FerValueError(
+                f"{name} monitors {self.monitor!r}, which is NaN after the first epoch: "
+                + ("this fit has no validation rows (pass validation > 0 or validation_data, or monitor 'loss')"
+                   if self.monitor.startswith("val_") else "training diverged")
+            )
+        return value
+
+
 def _improved(mode: str, value: float, best: float, min_delta: float) -> bool:
     if math.isnan(value):
         return False
@@ -55,7 +86,7 @@ def _mode_for(monitor: str, mode: str) -> str:
     return mode
 
 
-class EarlyStopping(Callback):
+class EarlyStopping(_Monitoring):
     """Stop when ``monitor`` has not improved for ``patience`` epochs; with
     ``restore_best_weights`` the model ends with the best epoch's weights."""
 
@@ -83,7 +114,7 @@ class EarlyStopping(Callback):
         self.wait = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> bool | None:
-        value = _monitored(self, logs, first=self.best_epoch is None and self.wait == 0)
+        value = self._monitored(logs)
         if _improved(self.mode, value, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
@@ -97,28 +128,7 @@ class EarlyStopping(Callback):
             model.set_weights(self.best_weights)
 
 
-def _monitored(cb: Any, logs: dict[str, float], first: bool) -> float:
-    """The value ``cb.monitor`` names. A name training does not report, or a
-    validation metric that is NaN at the first epoch (a fit without
-    validation data), is an error: otherwise the callback would act on
-    "no improvement" every epoch."""
-    name = type(cb).__name__
-    if cb.monitor not in logs:
-        raise FerValueError(
-            f"{name} monitors {cb.monitor!r}, which training does not report; "
-            f"available: {sorted(logs)} (val_* needs validation > 0 or validation_data)"
-        )
-    value = float(logs[cb.monitor])
-    if first and math.isnan(value):
-        raise FerValueError(
-            f"{name} monitors {cb.monitor!r}, which is NaN after the first epoch: "
-            + ("this fit has no validation rows (pass validation > 0 or validation_data, or monitor 'loss')"
-               if cb.monitor.startswith("val_") else "training diverged")
-        )
-    return value
-
-
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(_Monitoring):
     """Multiply the learning rate by ``factor`` when ``monitor`` has not
     improved for ``patience`` epochs (not below ``min_lr``)."""
 
@@ -133,6 +143,8 @@ class ReduceLROnPlateau(Callback):
     ) -> None:
         if not 0 < factor < 1:
             raise FerValueError(f"factor must be in (0, 1), got {factor}")
+        if patience < 0:
+            raise FerValueError(f"patience must be >= 0, got {patience}")
         self.monitor, self.factor, self.patience = monitor, factor, patience
         self.min_delta, self.min_lr = abs(min_delta), min_lr
         self.mode = _mode_for(monitor, mode)
@@ -143,7 +155,7 @@ class ReduceLROnPlateau(Callback):
         self.wait = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> bool | None:
-        value = _monitored(self, logs, first=not math.isfinite(self.best) and self.wait == 0)
+        value = self._monitored(logs)
         if _improved(self.mode, value, self.best, self.min_delta):
             self.best, self.wait = value, 0
             return None
