@@ -19,10 +19,19 @@ impl Network {
     /// The weights as a safetensors buffer; the header metadata carries the
     /// spec under [`SPEC_KEY`] so the file describes itself.
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        self.to_safetensors_with(&[])
+    }
+
+    /// [`Network::to_safetensors`] with more header metadata. The same
+    /// weights and metadata always give the same bytes, so files can be
+    /// compared and hashed.
+    pub fn to_safetensors_with(&self, extra_metadata: &[(&str, &str)]) -> Result<Vec<u8>> {
         let tensors = self.named_tensors()?;
-        let metadata = HashMap::from([(SPEC_KEY.to_string(), self.spec().to_json())]);
-        safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
-            .map_err(|e| Error::format(format!("cannot serialise the weights: {e}")))
+        let mut metadata = HashMap::from([(SPEC_KEY.to_string(), self.spec().to_json())]);
+        metadata.extend(extra_metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+            .map_err(|e| Error::format(format!("cannot serialise the weights: {e}")))?;
+        sort_header(bytes)
     }
 
     /// Builds `spec`'s network and fills it from a [`Network::to_safetensors`] buffer.
@@ -35,6 +44,17 @@ impl Network {
     /// Overwrites this network's variables in place (an optimizer holding
     /// them keeps working). All tensors are checked before any is written.
     pub fn load_safetensors(&self, bytes: &[u8]) -> Result<()> {
+        self.load(bytes, false)
+    }
+
+    /// [`Network::load_safetensors`] that also refuses NaN and infinite
+    /// values: for model files, where such weights mean a diverged or
+    /// corrupted model that would predict NaN for every image.
+    pub fn load_finite_safetensors(&self, bytes: &[u8]) -> Result<()> {
+        self.load(bytes, true)
+    }
+
+    fn load(&self, bytes: &[u8], finite_only: bool) -> Result<()> {
         let loaded = read_tensors(bytes)?;
         let vars = self.named_vars();
         let mut staged = Vec::with_capacity(vars.len());
@@ -53,6 +73,13 @@ impl Network {
                 )));
             }
             let values: Vec<f32> = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let non_finite = if finite_only { values.iter().position(|x| !x.is_finite()) } else { None };
+            if let Some(pos) = non_finite {
+                return Err(Error::format(format!(
+                    "tensor {:?} holds a non-finite value ({}) at element {pos}: the model was saved after training diverged, or the file is corrupted",
+                    v.name, values[pos]
+                )));
+            }
             staged.push(Tensor::from_vec(values, shape.as_slice(), &Device::Cpu)?);
         }
         if let Some(extra) = loaded.keys().find(|k| !vars.iter().any(|v| v.name == **k)) {
@@ -92,6 +119,28 @@ fn read_tensors(bytes: &[u8]) -> Result<Loaded<'_>> {
 
 /// Runs a safetensors parse, turning its errors, and any panic inside the
 /// parser on hostile input, into `Format` errors.
+/// safetensors writes its metadata from a `HashMap`, in an order that
+/// changes from one map to the next; this rewrites the header with every
+/// object's keys sorted (and the same space padding to 8 bytes).
+fn sort_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let broken = || Error::format("cannot serialise the weights: unexpected safetensors header");
+    let n = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize).ok_or_else(broken)?;
+    let header = bytes.get(8..8 + n).ok_or_else(broken)?;
+    let mut value: serde_json::Value = serde_json::from_slice(header).map_err(|_| broken())?;
+    let outer = value.as_object_mut().ok_or_else(broken)?;
+    outer.sort_keys();
+    if let Some(meta) = outer.get_mut("__metadata__").and_then(|m| m.as_object_mut()) {
+        meta.sort_keys();
+    }
+    let mut sorted = serde_json::to_vec(&value).map_err(|_| broken())?;
+    sorted.resize(sorted.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + sorted.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(sorted.len() as u64).to_le_bytes());
+    out.extend_from_slice(&sorted);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
 fn guarded<T>(parse: impl FnOnce() -> std::result::Result<T, safetensors::SafeTensorError>) -> Result<T> {
     let describe = |e: String| {
         Error::format(format!("not a readable weights file (truncated, corrupted or not safetensors): {e}"))
@@ -129,6 +178,29 @@ mod tests {
             Err(e) => panic!("expected a Format error, got {e:?}"),
             Ok(_) => panic!("expected a Format error, got Ok"),
         }
+    }
+
+    #[test]
+    fn same_weights_and_metadata_give_the_same_bytes() {
+        let net = trained_net();
+        let meta = [("fer.meta", "{}"), ("b", "2"), ("a", "1")];
+        let first = net.to_safetensors_with(&meta).unwrap();
+        // Each HashMap iterates in its own random order: with four keys, 20
+        // encodings all equal to the first by chance would be about 1 in 24^20.
+        for _ in 0..20 {
+            assert_eq!(net.to_safetensors_with(&meta).unwrap(), first);
+        }
+        let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let header = std::str::from_utf8(&first[8..8 + n]).unwrap();
+        let at = |k: &str| header.find(&format!("\"{k}\":")).unwrap();
+        assert!(at("__metadata__") < at("layers.0.weight"), "{header}");
+        assert!(at("a") < at("b") && at("b") < at("fer.meta") && at("fer.meta") < at(SPEC_KEY), "{header}");
+        let (_, read) = SafeTensors::read_metadata(&first).unwrap();
+        let read = read.metadata().clone().unwrap();
+        assert_eq!((read["a"].as_str(), read["fer.meta"].as_str(), read.len()), ("1", "{}", 4));
+        let back = Network::from_safetensors(tiny_spec(), &first).unwrap();
+        assert_eq!(back.to_safetensors().unwrap(), net.to_safetensors().unwrap());
     }
 
     #[test]
