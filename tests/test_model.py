@@ -183,10 +183,18 @@ def test_save_load_predicts_identically_in_a_fresh_process(trained, sample, tmp_
     np.save(tmp_path / "x.npy", x)
     code = (
         "import numpy as np, fer, sys; m = fer.load(sys.argv[1]); "
-        "np.save(sys.argv[3], m.predict_proba(np.load(sys.argv[2])))"
+        "np.save(sys.argv[3], m.predict_proba(np.load(sys.argv[2]))); m.save(sys.argv[4])"
     )
-    subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"), str(tmp_path / "p.npy")], check=True)
+    again = tmp_path / "again.fer"
+    subprocess.run(
+        [sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"), str(tmp_path / "p.npy"), str(again)], check=True
+    )
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), trained.predict_proba(x))
+    # Same model, same bytes: saved again here and in the other process.
+    for i in range(5):
+        trained.save(tmp_path / f"{i}.fer")
+        assert (tmp_path / f"{i}.fer").read_bytes() == path.read_bytes()
+    assert again.read_bytes() == path.read_bytes()
 
 
 def test_models_pickle(trained, sample):
