@@ -487,6 +487,10 @@ def test_train_defaults_to_the_recipe_and_resumes(sample):
     # cosine with a one-epoch warm-up over one epoch: the rate rose to the base rate
     assert model.history.learning_rate.iloc[0] == pytest.approx(1e-3)
     assert fer.train(sample, epochs=1, progress=False).name == "fer_vgg"
+    # the default class weights are the "sqrt" ones
+    weighted = fer.train(train, TINY, epochs=1, progress=False, validation=0, class_weight="sqrt")
+    unweighted = fer.train(train, TINY, epochs=1, progress=False, validation=0, class_weight=None)
+    assert model.get_weights() == weighted.get_weights() != unweighted.get_weights()
 
     full = fer.train(train, TINY, epochs=3, progress=False, validation=0, warmup_epochs=0)
     part = fer.train(train, TINY, epochs=1, progress=False, validation=0, warmup_epochs=0)

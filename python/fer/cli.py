@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="preset option, repeatable (e.g. pooling=stride2), or a training option: "
         "augment (true/false or a JSON object), lr_schedule (cosine, one_cycle, constant), warmup_epochs, "
         "label_smoothing, class_weight (balanced, sqrt or a JSON object), weight_decay, momentum, nesterov, time_limit. "
-        "Defaults are fer.train's recipe: augment=true lr_schedule=cosine warmup_epochs=1 label_smoothing=0.1",
+        "Defaults are fer.train's recipe: augment=true lr_schedule=cosine warmup_epochs=1 label_smoothing=0.1 "
+        "class_weight=sqrt",
     )
     p.add_argument(
         "--epochs", type=_positive_int, default=None, metavar="N",

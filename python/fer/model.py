@@ -284,7 +284,8 @@ class Model:
             ``True`` for the defaults, or a dict overriding any of ``flip``
             (True), ``shift`` (4 px), ``rotation`` (10 degrees), ``scale``
             (0.1), ``brightness`` (0.1), ``contrast`` (0.2), ``erasing``
-            (probability 0.25 of random erasing). ``None``/``False``: off.
+            (probability of random erasing, 0: off; 0.25 suits long runs).
+            ``None``/``False``: off.
         lr_schedule:
             ``"constant"``, ``"cosine"`` (linear warm-up over
             ``warmup_epochs``, then cosine decay to 0 at the last epoch) or

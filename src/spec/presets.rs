@@ -38,7 +38,7 @@ const PRESETS: &[Preset] = &[
         description: "VGG-style CNN: four stages of [3x3 conv + BatchNorm + ReLU] x2 and a 2x2 pool, 32/64/128/256 filters, global average pooling, dense 7 (~0.25 GFLOP per image at width 1).",
         options: &[
             ("width", "channel multiplier > 0 (default 1.0)"),
-            ("dropout", "rate in [0, 1) after each stage and before the classifier (default 0.25)"),
+            ("dropout", "rate in [0, 1) after each stage and before the classifier (default 0.1)"),
             ("head", "\"gap\" (default, global average pooling) or \"flatten\""),
         ],
         build: fer_vgg,
@@ -154,7 +154,9 @@ fn seed4x4(o: &Options) -> Result<ModelSpec> {
 
 fn fer_vgg(o: &Options) -> Result<ModelSpec> {
     let width = o.number("width", 1.0, |w| w > 0.0 && w <= 8.0)?;
-    let rate = o.rate(0.25)?;
+    // 0.1, not 0.25: an hour of training underfits with 0.25 (see
+    // benchmarks/bench_recipe.py); the shipped model was trained with 0.25.
+    let rate = o.rate(0.1)?;
     let head = o.choice("head", &["gap", "flatten"])?;
     let mut layers = Vec::new();
     for base in [32.0, 64.0, 128.0, 256.0] {
