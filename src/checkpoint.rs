@@ -117,8 +117,6 @@ fn read_tensors(bytes: &[u8]) -> Result<Loaded<'_>> {
     Ok(out)
 }
 
-/// Runs a safetensors parse, turning its errors, and any panic inside the
-/// parser on hostile input, into `Format` errors.
 /// safetensors writes its metadata from a `HashMap`, in an order that
 /// changes from one map to the next; this rewrites the header with every
 /// object's keys sorted (and the same space padding to 8 bytes).
@@ -141,6 +139,8 @@ fn sort_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Runs a safetensors parse, turning its errors, and any panic inside the
+/// parser on hostile input, into `Format` errors.
 fn guarded<T>(parse: impl FnOnce() -> std::result::Result<T, safetensors::SafeTensorError>) -> Result<T> {
     let describe = |e: String| {
         Error::format(format!("not a readable weights file (truncated, corrupted or not safetensors): {e}"))

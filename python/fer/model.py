@@ -163,21 +163,6 @@ class Model:
     def __str__(self) -> str:
         return self._summary_text()
 
-    def _check_training_memory(self, batch_size: int, rows: int) -> None:
-        """Refuses a batch whose activations cannot fit in this machine's
-        memory, which would otherwise end the process in an out-of-memory kill."""
-        total = _physical_memory()
-        per_image = sum(math.prod(shape) for _, _, shape, _, _ in self._native.summary())
-        # A lower bound: the backward needs every layer's output kept from
-        # the forward, and as much again for the gradients.
-        need = 2 * 4 * per_image * min(batch_size, rows)
-        if total is not None and need > total:
-            raise FerValueError(
-                f"batch_size={batch_size} needs at least {need / 2**30:.1f} GiB for the activations of "
-                f"{self.name!r} in training, more than this machine's {total / 2**30:.1f} GiB of memory: "
-                "use a smaller batch_size (the default is 64)"
-            )
-
     def __repr__(self) -> str:
         trained = f", trained {self.epochs_trained} epochs" if self.epochs_trained else ", untrained"
         return f"<fer.Model {self.name!r}: {self.count_params():,} params{trained}>\n{self._summary_text()}"
@@ -397,6 +382,21 @@ class Model:
             self._native.end_fit()
         self.metadata["trained_on"] = {"images": int(len(labels)), "validation_images": int(len(yv)) if yv is not None else 0}
         return self
+
+    def _check_training_memory(self, batch_size: int, rows: int) -> None:
+        """Refuses a batch whose activations cannot fit in this machine's
+        memory, which would otherwise end the process in an out-of-memory kill."""
+        total = _physical_memory()
+        per_image = sum(math.prod(shape) for _, _, shape, _, _ in self._native.summary())
+        # A lower bound: the backward needs every layer's output kept from
+        # the forward, and as much again for the gradients.
+        need = 2 * 4 * per_image * min(batch_size, rows)
+        if total is not None and need > total:
+            raise FerValueError(
+                f"batch_size={batch_size} needs at least {need / 2**30:.1f} GiB for the activations of "
+                f"{self.name!r} in training, more than this machine's {total / 2**30:.1f} GiB of memory: "
+                "use a smaller batch_size (the default is 64)"
+            )
 
     def _training_data(
         self, data: Any, y: Any, validation: float, validation_data: Any, seed: int
