@@ -430,6 +430,15 @@ mod profile {
     #[test]
     #[ignore]
     fn phase_profile() {
+        // Set up as `fer._core` is at import: without these, candle's own
+        // threads compete with the pool and big buffers page-fault every
+        // step, and the times come out up to 2x slower than in Python.
+        crate::ops::alloc::tune_allocator();
+        crate::threads::configure_candle();
+        crate::threads::install(phase_profile_body).unwrap();
+    }
+
+    fn phase_profile_body() {
         let name = std::env::var("FER_PROFILE_PRESET").unwrap_or_else(|_| "fer_vgg".into());
         let spec = preset(&name, &Default::default()).unwrap();
         let net = Network::new(spec, 0).unwrap();
@@ -457,4 +466,37 @@ mod profile {
             println!("  layer {i} {:?} -> {:?}", t0.elapsed(), xs.dims());
         }
     }
+
+    /// Inference, batch 256 (as `bench_speed.py` predicts), layer by layer:
+    /// `FER_PROFILE_PRESET=seed3x3 cargo test --release -- --ignored --nocapture inference_profile`
+    #[test]
+    #[ignore]
+    fn inference_profile() {
+        crate::ops::alloc::tune_allocator();
+        crate::threads::configure_candle();
+        crate::threads::install(inference_profile_body).unwrap();
+    }
+
+    fn inference_profile_body() {
+        let name = std::env::var("FER_PROFILE_PRESET").unwrap_or_else(|_| "fer_vgg".into());
+        let spec = preset(&name, &Default::default()).unwrap();
+        let net = Network::new(spec, 0).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let n = 256;
+        let x: Vec<f32> = (0..n * 2304).map(|_| rng.random()).collect();
+        let xt = net.images_tensor(&x, n).unwrap();
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            net.forward(&xt).unwrap();
+            println!("{name}: forward {:?} ({:.0} images/s)", t0.elapsed(), n as f64 / t0.elapsed().as_secs_f64());
+        }
+        // unfolded (BatchNorm as its own layer), so each layer shows
+        let mut xs = xt.clone();
+        for (i, layer) in net.layers().iter().enumerate() {
+            let t0 = Instant::now();
+            xs = layer.forward_t(&xs, false, &mut rng).unwrap();
+            println!("  layer {i} {:?} -> {:?}", t0.elapsed(), xs.dims());
+        }
+    }
 }
+

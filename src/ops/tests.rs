@@ -444,7 +444,11 @@ fn winograd_only_where_it_wins() {
     assert_eq!(algo([64, 64, 18, 18], [64, 64, 3, 3]), Algo::Winograd(2)); // 23% of 5x5 tiles wasted
     assert_eq!(algo([64, 48, 48, 48], [48, 48, 4, 4]), Algo::Winograd(3));
     assert_eq!(algo([64, 64, 12, 12], [124, 64, 3, 3]), Algo::Winograd(4));
-    assert_eq!(algo([64, 64, 6, 6], [124, 64, 3, 3]), Algo::Im2col); // small plane
+    assert_eq!(algo([64, 64, 6, 6], [124, 64, 3, 3]), Algo::Winograd(2)); // small plane, many channels
+    assert_eq!(algo([64, 256, 4, 4], [256, 256, 3, 3]), Algo::Winograd(2));
+    assert_eq!(algo([64, 8, 6, 6], [16, 8, 3, 3]), Algo::Im2col); // small plane, few channels
+    assert_eq!(algo([64, 64, 7, 7], [64, 64, 3, 3]), Algo::Im2col); // 31% of the 2x2 tiles wasted
+    assert_eq!(algo([64, 256, 2, 2], [256, 256, 3, 3]), Algo::Im2col); // one tile
     assert_eq!(algo([64, 64, 12, 12], [124, 64, 4, 4]), Algo::Winograd(3)); // 11x11: 19% of the 3x3 tiles wasted
     assert_eq!(algo([64, 64, 11, 11], [124, 64, 4, 4]), Algo::Im2col); // 10x10: 44% wasted
     assert_eq!(algo([64, 64, 8, 8], [124, 64, 4, 4]), Algo::Im2col); // 7x7: small plane
