@@ -422,81 +422,80 @@ mod timing {
 #[cfg(test)]
 mod profile {
     use super::*;
+    use candle_core::Tensor;
     use crate::spec::preset;
     use rand::Rng;
     use std::time::Instant;
+
+    /// Runs `body` set up as `fer._core` is at import: without this,
+    /// candle's own threads compete with the pool and big buffers
+    /// page-fault every step, and the times come out up to 2x slower than
+    /// in Python.
+    fn as_in_python(body: fn()) {
+        crate::ops::alloc::tune_allocator();
+        crate::threads::configure_candle();
+        crate::threads::install(body).unwrap();
+    }
+
+    /// `FER_PROFILE_PRESET` (default fer_vgg), seeded, and `n` random images.
+    fn network_and_images(n: usize, rng: &mut ChaCha8Rng) -> (String, Network, Tensor) {
+        let name = std::env::var("FER_PROFILE_PRESET").unwrap_or_else(|_| "fer_vgg".into());
+        let net = Network::new(preset(&name, &Default::default()).unwrap(), 0).unwrap();
+        let x: Vec<f32> = (0..n * 2304).map(|_| rng.random()).collect();
+        let xt = net.images_tensor(&x, n).unwrap();
+        (name, net, xt)
+    }
+
+    /// Each layer's forward time, in training or inference mode.
+    fn time_layers(net: &Network, xt: &Tensor, train: bool, rng: &mut ChaCha8Rng) {
+        let mut xs = xt.clone();
+        for (i, layer) in net.layers().iter().enumerate() {
+            let t0 = Instant::now();
+            xs = layer.forward_t(&xs, train, rng).unwrap();
+            println!("  layer {i} {:?} -> {:?}", t0.elapsed(), xs.dims());
+        }
+    }
 
     /// `cargo test --release -- --ignored --nocapture phase_profile`
     #[test]
     #[ignore]
     fn phase_profile() {
-        // Set up as `fer._core` is at import: without these, candle's own
-        // threads compete with the pool and big buffers page-fault every
-        // step, and the times come out up to 2x slower than in Python.
-        crate::ops::alloc::tune_allocator();
-        crate::threads::configure_candle();
-        crate::threads::install(phase_profile_body).unwrap();
+        as_in_python(|| {
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let (name, net, xt) = network_and_images(64, &mut rng);
+            let y: Vec<u8> = (0..64).map(|_| rng.random_range(0..7)).collect();
+            let mut opt = Optimizer::new(OptimizerConfig::default(), net.trainable_vars()).unwrap();
+            let steps: usize = std::env::var("FER_PROFILE_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+            for _ in 0..steps {
+                let t0 = Instant::now();
+                let logits = net.forward_t(&xt, true, &mut rng).unwrap();
+                let t1 = Instant::now();
+                let loss = CrossEntropy::default().loss(&logits, &y).unwrap();
+                let grads = loss.backward().unwrap();
+                let t2 = Instant::now();
+                opt.step(&grads).unwrap();
+                let t3 = Instant::now();
+                println!("{name}: forward {:?} backward {:?} step {:?}", t1 - t0, t2 - t1, t3 - t2);
+            }
+            time_layers(&net, &xt, true, &mut rng);
+        });
     }
 
-    fn phase_profile_body() {
-        let name = std::env::var("FER_PROFILE_PRESET").unwrap_or_else(|_| "fer_vgg".into());
-        let spec = preset(&name, &Default::default()).unwrap();
-        let net = Network::new(spec, 0).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let x: Vec<f32> = (0..64 * 2304).map(|_| rng.random()).collect();
-        let y: Vec<u8> = (0..64).map(|_| rng.random_range(0..7)).collect();
-        let xt = net.images_tensor(&x, 64).unwrap();
-        let mut opt = Optimizer::new(OptimizerConfig::default(), net.trainable_vars()).unwrap();
-        let steps: usize = std::env::var("FER_PROFILE_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
-        for _ in 0..steps {
-            let t0 = Instant::now();
-            let logits = net.forward_t(&xt, true, &mut rng).unwrap();
-            let t1 = Instant::now();
-            let loss = CrossEntropy::default().loss(&logits, &y).unwrap();
-            let grads = loss.backward().unwrap();
-            let t2 = Instant::now();
-            opt.step(&grads).unwrap();
-            let t3 = Instant::now();
-            println!("{name}: forward {:?} backward {:?} step {:?}", t1 - t0, t2 - t1, t3 - t2);
-        }
-        let mut xs = xt.clone();
-        for (i, layer) in net.layers().iter().enumerate() {
-            let t0 = Instant::now();
-            xs = layer.forward_t(&xs, true, &mut rng).unwrap();
-            println!("  layer {i} {:?} -> {:?}", t0.elapsed(), xs.dims());
-        }
-    }
-
-    /// Inference, batch 256 (as `bench_speed.py` predicts), layer by layer:
+    /// Inference, batch 256 (as `bench_speed.py` predicts), then layer by
+    /// layer (unfolded: BatchNorm shows as its own layer):
     /// `FER_PROFILE_PRESET=seed3x3 cargo test --release -- --ignored --nocapture inference_profile`
     #[test]
     #[ignore]
     fn inference_profile() {
-        crate::ops::alloc::tune_allocator();
-        crate::threads::configure_candle();
-        crate::threads::install(inference_profile_body).unwrap();
-    }
-
-    fn inference_profile_body() {
-        let name = std::env::var("FER_PROFILE_PRESET").unwrap_or_else(|_| "fer_vgg".into());
-        let spec = preset(&name, &Default::default()).unwrap();
-        let net = Network::new(spec, 0).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let n = 256;
-        let x: Vec<f32> = (0..n * 2304).map(|_| rng.random()).collect();
-        let xt = net.images_tensor(&x, n).unwrap();
-        for _ in 0..3 {
-            let t0 = Instant::now();
-            net.forward(&xt).unwrap();
-            println!("{name}: forward {:?} ({:.0} images/s)", t0.elapsed(), n as f64 / t0.elapsed().as_secs_f64());
-        }
-        // unfolded (BatchNorm as its own layer), so each layer shows
-        let mut xs = xt.clone();
-        for (i, layer) in net.layers().iter().enumerate() {
-            let t0 = Instant::now();
-            xs = layer.forward_t(&xs, false, &mut rng).unwrap();
-            println!("  layer {i} {:?} -> {:?}", t0.elapsed(), xs.dims());
-        }
+        as_in_python(|| {
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let (name, net, xt) = network_and_images(256, &mut rng);
+            for _ in 0..3 {
+                let t0 = Instant::now();
+                net.forward(&xt).unwrap();
+                println!("{name}: forward {:?} ({:.0} images/s)", t0.elapsed(), 256.0 / t0.elapsed().as_secs_f64());
+            }
+            time_layers(&net, &xt, false, &mut rng);
+        });
     }
 }
-
