@@ -3,14 +3,18 @@ default model, in images/second, with achieved GFLOP/s against a float32
 GEMM peak measured in the same run, and peak memory.
 
     .venv/bin/python benchmarks/bench_speed.py [--models seed3x3:stride2,seed3x3:same,...]
-        [--batch 64] [--batches 6] [--repeats 3] [--threads N] [--compare]
+        [--batch 64] [--batches 6] [--repeats 3] [--threads N] [--compare [--processes 3]]
 
 Training: steady state after two warm-up batches, median over repeats of
 `--batches` batches on synthetic 48x48 images (speed does not depend on the
 pixel values). Inference: `predict_proba` on 1,024 images, batch 256.
 With --compare, and when `tensorflow`/`keras` or `torch` is importable, the
 same architectures are built there and timed side by side (Keras through
-`model.fit`/`model.predict`, as a notebook would). Neither is a dependency:
+`model.fit`/`model.predict`, as a notebook would), each in `--processes`
+fresh interpreters (default 3): the ratios use their median, and every
+process's numbers are printed below the row. One Keras process on this
+2-core VM ran at about 147 or about 245 img/s on the same model, minutes
+apart, so a single process's ratio says little. Neither is a dependency:
 run it with an interpreter that has them and fer on its path, e.g.
 `PYTHONPATH=python /path/to/tf-venv/bin/python benchmarks/bench_speed.py --compare`.
 Not a test: it prints a table.
@@ -278,6 +282,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--compare", action="store_true", help="also time Keras/TensorFlow and torch where importable")
+    ap.add_argument("--processes", type=int, default=3,
+                    help="fresh interpreters per framework and model with --compare (their median is compared)")
     args = ap.parse_args()
 
     fer.set_num_threads(args.threads)
@@ -295,15 +301,23 @@ def main() -> None:
         train, infer, spec = time_fer(preset, options, args.batch, args.batches, args.repeats)
         gflops = 3 * forward_flops(spec) * train / 1e9
         line = f"{item:<20}{train:>12.1f}{gflops:>15.1f}{100 * gflops / peak:>7.0f}%{infer:>15.1f}"
+        spreads = []
         if args.compare:
             for name in ("keras", "torch"):
-                result = in_subprocess(name, spec, args)
-                if result is None:
+                results = [in_subprocess(name, spec, args) for _ in range(max(1, args.processes))]
+                if results[0] is None:
                     line += f"{'(no ' + name + ')':>13}{'':>29}"
-                else:
-                    t_train, t_infer = result
-                    line += f"{t_train:>13.1f}{t_infer:>12.1f}{train / t_train:>8.2f}x{infer / t_infer:>7.2f}x"
+                    continue
+                t_train = statistics.median(r[0] for r in results)
+                t_infer = statistics.median(r[1] for r in results)
+                line += f"{t_train:>13.1f}{t_infer:>12.1f}{train / t_train:>8.2f}x{infer / t_infer:>7.2f}x"
+                if len(results) > 1:
+                    spreads.append(f"  {name} over {len(results)} processes: train "
+                                   + ", ".join(f"{r[0]:.1f}" for r in results)
+                                   + "; predict " + ", ".join(f"{r[1]:.1f}" for r in results))
         print(line, flush=True)
+        for spread in spreads:
+            print(spread, flush=True)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
