@@ -304,10 +304,11 @@ def main() -> None:
         spreads = []
         if args.compare:
             for name in ("keras", "torch"):
-                results = [in_subprocess(name, spec, args) for _ in range(max(1, args.processes))]
-                if results[0] is None:
+                first = in_subprocess(name, spec, args)
+                if first is None:
                     line += f"{'(no ' + name + ')':>13}{'':>29}"
                     continue
+                results = [first] + [in_subprocess(name, spec, args) for _ in range(args.processes - 1)]
                 t_train = statistics.median(r[0] for r in results)
                 t_infer = statistics.median(r[1] for r in results)
                 line += f"{t_train:>13.1f}{t_infer:>12.1f}{train / t_train:>8.2f}x{infer / t_infer:>7.2f}x"

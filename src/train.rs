@@ -437,13 +437,15 @@ mod profile {
         crate::threads::install(body).unwrap();
     }
 
-    /// `FER_PROFILE_PRESET` (default fer_vgg), seeded, and `n` random images.
-    fn network_and_images(n: usize, rng: &mut ChaCha8Rng) -> (String, Network, Tensor) {
+    /// `FER_PROFILE_PRESET` (default fer_vgg), `n` random images, and the
+    /// generator (seed 0) that drew them, for what else the profile draws.
+    fn network_and_images(n: usize) -> (String, Network, Tensor, ChaCha8Rng) {
         let name = std::env::var("FER_PROFILE_PRESET").unwrap_or_else(|_| "fer_vgg".into());
         let net = Network::new(preset(&name, &Default::default()).unwrap(), 0).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
         let x: Vec<f32> = (0..n * 2304).map(|_| rng.random()).collect();
         let xt = net.images_tensor(&x, n).unwrap();
-        (name, net, xt)
+        (name, net, xt, rng)
     }
 
     /// Each layer's forward time, in training or inference mode.
@@ -461,8 +463,7 @@ mod profile {
     #[ignore]
     fn phase_profile() {
         as_in_python(|| {
-            let mut rng = ChaCha8Rng::seed_from_u64(0);
-            let (name, net, xt) = network_and_images(64, &mut rng);
+            let (name, net, xt, mut rng) = network_and_images(64);
             let y: Vec<u8> = (0..64).map(|_| rng.random_range(0..7)).collect();
             let mut opt = Optimizer::new(OptimizerConfig::default(), net.trainable_vars()).unwrap();
             let steps: usize = std::env::var("FER_PROFILE_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
@@ -488,8 +489,7 @@ mod profile {
     #[ignore]
     fn inference_profile() {
         as_in_python(|| {
-            let mut rng = ChaCha8Rng::seed_from_u64(0);
-            let (name, net, xt) = network_and_images(256, &mut rng);
+            let (name, net, xt, mut rng) = network_and_images(256);
             for _ in 0..3 {
                 let t0 = Instant::now();
                 net.forward(&xt).unwrap();
