@@ -42,11 +42,13 @@ use rayon::prelude::*;
 use super::gemm::{gemm, pooled, zeros, Elem, Mat, Parallelism};
 use super::simd;
 
-/// Tiles per GEMM we aim for when grouping images or cutting bands: a
-/// group's `V` and `M` then fit in L2. Measured on seed3x3 training
+/// Tiles per GEMM we aim for when grouping images or cutting bands, so a
+/// group's `V` and `M` stay near the core's caches (at 48 channels each is
+/// about 1 MB, the size of this EPYC's L2, yet half-size bands measured
+/// slower, below). Measured on seed3x3 training
 /// (interleaved pairs): 576 tiles without bands 217 img/s, 144 without
 /// bands 215-233, 144 with bands 226 ("same" pooling: 40.3 -> 42.8).
-/// Rechecked for the 6x6 tiles on an AMD EPYC with 2 MB of L2 per core
+/// Rechecked for the 6x6 tiles on an AMD EPYC with 1 MB of L2 per core
 /// (`FER_WINO_TILES=72|144|288|576 wino_ab`, one thread, 64 images,
 /// forward ms): F(3x3, 4x4) at 48x48 58 / 53 / 65 / 78, F(4x4, 3x3) at
 /// 46x46 38 / 35 / 36 / 41.
