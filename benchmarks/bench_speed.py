@@ -285,6 +285,8 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=3,
                     help="fresh interpreters per framework and model with --compare (their median is compared)")
     args = ap.parse_args()
+    if args.processes < 1:
+        ap.error(f"--processes must be at least 1, got {args.processes}")
 
     fer.set_num_threads(args.threads)
     peak = gemm_peak()

@@ -463,8 +463,9 @@ mod profile {
     #[ignore]
     fn phase_profile() {
         as_in_python(|| {
-            let (name, net, xt, mut rng) = network_and_images(64);
-            let y: Vec<u8> = (0..64).map(|_| rng.random_range(0..7)).collect();
+            let n = 64;
+            let (name, net, xt, mut rng) = network_and_images(n);
+            let y: Vec<u8> = (0..n).map(|_| rng.random_range(0..7)).collect();
             let mut opt = Optimizer::new(OptimizerConfig::default(), net.trainable_vars()).unwrap();
             let steps: usize = std::env::var("FER_PROFILE_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
             for _ in 0..steps {
@@ -489,11 +490,12 @@ mod profile {
     #[ignore]
     fn inference_profile() {
         as_in_python(|| {
-            let (name, net, xt, mut rng) = network_and_images(256);
+            let n = 256;
+            let (name, net, xt, mut rng) = network_and_images(n);
             for _ in 0..3 {
                 let t0 = Instant::now();
                 net.forward(&xt).unwrap();
-                println!("{name}: forward {:?} ({:.0} images/s)", t0.elapsed(), 256.0 / t0.elapsed().as_secs_f64());
+                println!("{name}: forward {:?} ({:.0} images/s)", t0.elapsed(), n as f64 / t0.elapsed().as_secs_f64());
             }
             time_layers(&net, &xt, false, &mut rng);
         });
