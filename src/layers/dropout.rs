@@ -3,7 +3,8 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::ops::gemm::{contiguous_slice, Elem};
+use crate::ops::gemm::{contiguous_slice, par_filled, Elem};
+use crate::ops::simd;
 
 /// Inverted dropout: kept activations are scaled by 1/(1-rate) during
 /// training so inference needs no rescaling (as Keras does).
@@ -60,13 +61,14 @@ struct MaskOp {
 
 fn apply_mask<T: Elem>(x: &[T], keep: &[bool], scale: f64) -> Vec<T> {
     let scale = T::from_f64(scale);
-    let mut out = vec![T::ZERO; x.len()];
-    out.par_chunks_mut(MASK_CHUNK).zip(x.par_chunks(MASK_CHUNK).zip(keep.par_chunks(MASK_CHUNK))).for_each(|(o, (x, k))| {
-        for ((o, &x), &k) in o.iter_mut().zip(x).zip(k) {
-            *o = if k { x * scale } else { T::ZERO };
-        }
-    });
-    out
+    par_filled(x.len(), MASK_CHUNK, |i, o| {
+        let (x, k) = (&x[i * MASK_CHUNK..][..o.len()], &keep[i * MASK_CHUNK..][..o.len()]);
+        simd::dispatch(#[inline(always)] || {
+            for ((o, &x), &k) in o.iter_mut().zip(x).zip(k) {
+                o.write(if k { x * scale } else { T::ZERO });
+            }
+        })
+    })
 }
 
 impl CustomOp1 for MaskOp {

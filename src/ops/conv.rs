@@ -274,6 +274,8 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algo {
     Im2col,
+    /// [`super::direct`]: few input taps (the first layer).
+    Direct,
     /// Winograd F(m x m, r x r) with this `m`.
     Winograd(usize),
 }
@@ -305,13 +307,18 @@ pub fn choose_algo(g: &Geom) -> Algo {
         "im2col" => Some(Algo::Im2col),
         v => v.strip_prefix("winograd")?.parse().ok().filter(|m| (1..=6).contains(m)).map(Algo::Winograd),
     });
+    // `FER_CONV=im2col` turns the direct path off too (for A/B runs).
+    let direct = force != Some(Algo::Im2col) && super::direct::applicable(g);
     if !super::winograd::applicable(g) || g.kh > 5 {
-        return Algo::Im2col;
+        return if direct { Algo::Direct } else { Algo::Im2col };
     }
     match force {
         Some(Algo::Winograd(m)) if m + g.kh <= 8 => return Algo::Winograd(m),
         Some(_) => return Algo::Im2col,
         None => {}
+    }
+    if direct {
+        return Algo::Direct;
     }
     let f23_only = super::winograd::env_mode() == super::winograd::EnvMode::F23;
     // whether m x m output tiles cover the output with at most `pct`% waste
@@ -336,6 +343,7 @@ pub fn choose_algo(g: &Geom) -> Algo {
 pub(crate) fn fwd_any<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     match choose_algo(g) {
         Algo::Winograd(m) => super::winograd::conv2d_fwd(g, m, x, w),
+        Algo::Direct => super::direct::conv2d_fwd(g, x, w, &super::winograd::Epilogue::NONE),
         Algo::Im2col => conv2d_fwd(g, x, w),
     }
 }
@@ -343,13 +351,14 @@ pub(crate) fn fwd_any<T: Elem>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
 fn bwd_input_any<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     match choose_algo(g) {
         Algo::Winograd(m) => super::winograd::conv2d_bwd_input(g, m, dy, w),
-        Algo::Im2col => conv2d_bwd_input(g, dy, w),
+        Algo::Direct | Algo::Im2col => conv2d_bwd_input(g, dy, w),
     }
 }
 
 fn bwd_weight_any<T: Elem>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     match choose_algo(g) {
         Algo::Winograd(m) => super::winograd::conv2d_bwd_weight(g, m, x, dy),
+        Algo::Direct => super::direct::conv2d_bwd_weight(g, x, dy, None, false).0,
         Algo::Im2col => conv2d_bwd_weight(g, x, dy),
     }
 }

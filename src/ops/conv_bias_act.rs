@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::conv::{choose_algo, conv2d_fwd, input_and_weight_grads, Algo, Geom};
 use super::gemm::{contiguous_slice, recycle, Elem};
-use super::winograd;
+use super::{direct, winograd};
 
 /// `y = act(conv(x, w) + b)`; the bias is optional (`CustomOp2` without it).
 pub struct ConvBiasAct {
@@ -48,6 +48,7 @@ impl ConvBiasAct {
                 }
                 y
             }
+            Algo::Direct => direct::conv2d_fwd(&g, x, w, &epi),
             Algo::Im2col => {
                 let mut y = conv2d_fwd::<T>(&g, x, w);
                 if g.p() > 0 {
@@ -139,6 +140,48 @@ impl ConvBiasAct {
 
 type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
+impl ConvBiasAct {
+    /// The direct path's backward ([`direct::conv2d_bwd_weight`] masks the
+    /// gradient and sums the bias on the fly, with no masked copy of the
+    /// gradient), or `None` where the convolution is not direct.
+    fn direct_bwd(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, res: &Tensor, grad: &Tensor) -> Result<Option<Grads3>> {
+        let g = Geom::new(x.dims(), w.dims(), self.pad, self.stride)?;
+        if choose_algo(&g) != Algo::Direct {
+            return Ok(None);
+        }
+        let dx = if x.track_op() {
+            let gm = self.masked_grad(res, grad)?;
+            input_and_weight_grads(x, &w.detach(), &gm, self.pad, self.stride)?.0
+        } else {
+            None
+        };
+        let want_db = b.is_some_and(|b| b.track_op());
+        if !w.track_op() && !want_db {
+            return Ok(Some((dx, None, None)));
+        }
+        let (x, res, grad) = (x.contiguous()?, res.contiguous()?, grad.contiguous()?);
+        let (xs, xl) = x.storage_and_layout();
+        let (ys, yl) = res.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let (Storage::Cpu(xs), Storage::Cpu(ys), Storage::Cpu(gs)) = (&*xs, &*ys, &*gs) else {
+            bail!("fer-conv2d-bias-act: expected CPU tensors")
+        };
+        fn run<T: Elem>(op: &ConvBiasAct, g: &Geom, want_db: bool, [x, y, dy]: [(&CpuStorage, &Layout); 3]) -> Result<(Tensor, Option<Tensor>)> {
+            let relu_out = if op.relu { Some(contiguous_slice::<T>(y.0, y.1)?) } else { None };
+            let (dw, db) = direct::conv2d_bwd_weight(g, contiguous_slice::<T>(x.0, x.1)?, contiguous_slice::<T>(dy.0, dy.1)?, relu_out, want_db);
+            let dev = candle_core::Device::Cpu;
+            Ok((Tensor::from_vec(dw, (g.o, g.c, g.kh, g.kw), &dev)?, db.map(|db| Tensor::from_vec(db, g.o, &dev)).transpose()?))
+        }
+        let args = [(xs, xl), (ys, yl), (gs, gl)];
+        let (dw, db) = match xs {
+            CpuStorage::F32(_) => run::<f32>(self, &g, want_db, args)?,
+            CpuStorage::F64(_) => run::<f64>(self, &g, want_db, args)?,
+            _ => bail!("fer-conv2d-bias-act: expected f32 or f64"),
+        };
+        Ok(Some((dx, w.track_op().then_some(dw), db)))
+    }
+}
+
 impl CustomOp2 for ConvBiasAct {
     fn name(&self) -> &'static str {
         "fer-conv2d-act"
@@ -150,6 +193,9 @@ impl CustomOp2 for ConvBiasAct {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         if let Some((dx, dw, _)) = self.winograd_bwd(x, w, None, res, grad)? {
+            return Ok((dx, dw));
+        }
+        if let Some((dx, dw, _)) = self.direct_bwd(x, w, None, res, grad)? {
             return Ok((dx, dw));
         }
         let gm = self.masked_grad(res, grad)?;
@@ -183,6 +229,9 @@ impl CustomOp3 for ConvBiasAct {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         if let Some(grads) = self.winograd_bwd(x, w, Some(b), res, grad)? {
+            return Ok(grads);
+        }
+        if let Some(grads) = self.direct_bwd(x, w, Some(b), res, grad)? {
             return Ok(grads);
         }
         let gm = self.masked_grad(res, grad)?;

@@ -2,9 +2,11 @@
 //! the element trait shared by the fast ops.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
+use rayon::prelude::*;
 pub use gemm::Parallelism;
 
 /// Float element types the fast ops support (f32, f64).
@@ -98,6 +100,16 @@ where
 {
     let mut v = Vec::with_capacity(len);
     v.resize(len, T::default());
+    v
+}
+
+/// A `len`-element vector written in `chunk`-element pieces by `f(i, piece)`
+/// in parallel, without a zero fill first: `f` must write every element.
+pub fn par_filled<T: Elem>(len: usize, chunk: usize, f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len].par_chunks_mut(chunk).enumerate().for_each(|(i, piece)| f(i, piece));
+    // SAFETY: `f` wrote all `len` elements (its contract).
+    unsafe { v.set_len(len) };
     v
 }
 

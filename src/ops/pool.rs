@@ -4,10 +4,13 @@
 //! candle splits the gradient between tied maxima instead; ties only differ
 //! there.)
 
+use std::mem::MaybeUninit;
+
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::gemm::{contiguous_slice, zeros, Elem};
+use super::gemm::{contiguous_slice, par_filled, zeros, Elem};
+use super::simd;
 
 #[derive(Clone, Copy, Debug)]
 struct PoolGeom {
@@ -33,6 +36,12 @@ impl PoolGeom {
             bail!("max_pool2d: kernel {k} larger than padded input {hp}x{wp}");
         }
         Ok(PoolGeom { planes: n * c, h, w, k, s, pad, oh: (hp - k) / s + 1, ow: (wp - k) / s + 1 })
+    }
+
+    /// 2x2 windows at stride 2, unpadded: each input element is in at most
+    /// one window (the fast path).
+    fn is_2x2_stride2(&self) -> bool {
+        self.k == 2 && self.s == 2 && self.pad == [0; 4]
     }
 
     /// Input index range `[lo, hi)` of output position `o` along a dimension.
@@ -115,6 +124,9 @@ fn for_each_window<T: Elem>(g: &PoolGeom, xp: &[T], mut f: impl FnMut(usize, usi
 
 fn pool_fwd<T: Elem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+    if g.is_2x2_stride2() && ohw > 0 {
+        return par_filled(g.planes * ohw, ohw, |pl, yp| simd::dispatch(#[inline(always)] || pool2_fwd_plane(g, &x[pl * hw..(pl + 1) * hw], yp)));
+    }
     let mut y = vec![T::NEG_INF; g.planes * ohw]; // non-zero fill: written eagerly
     if ohw == 0 || hw == 0 {
         return y;
@@ -128,6 +140,11 @@ fn pool_fwd<T: Elem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
 
 fn pool_bwd<T: Elem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+    if g.is_2x2_stride2() && ohw > 0 {
+        return par_filled(g.planes * hw, hw, |pl, dxp| {
+            simd::dispatch(#[inline(always)] || pool2_bwd_plane(g, &x[pl * hw..(pl + 1) * hw], &dy[pl * ohw..(pl + 1) * ohw], dxp))
+        });
+    }
     let mut dx = zeros::<T>(g.planes * hw);
     if hw == 0 || ohw == 0 {
         return dx;
@@ -138,6 +155,50 @@ fn pool_bwd<T: Elem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
         for_each_window(g, xp, |oh, ow, i, _| dxp[i] += dyp[oh * g.ow + ow]);
     });
     dx
+}
+
+/// One plane of the 2x2 / stride-2 forward (straight loops that LLVM
+/// vectorises, where `for_each_window` works window by window); writes all
+/// of `yp` (`oh * ow`).
+#[inline(always)]
+fn pool2_fwd_plane<T: Elem>(g: &PoolGeom, xp: &[T], yp: &mut [MaybeUninit<T>]) {
+    for (r, yr) in yp.chunks_exact_mut(g.ow).enumerate() {
+        let r0 = &xp[2 * r * g.w..][..2 * g.ow];
+        let r1 = &xp[(2 * r + 1) * g.w..][..2 * g.ow];
+        for ((y, a), b) in yr.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+            y.write(first_max4(a[0], a[1], b[0], b[1]).1);
+        }
+    }
+}
+
+/// One plane of the 2x2 / stride-2 backward; writes all of `dxp` (`h * w`):
+/// the gradient at each window's first maximum, zero elsewhere, including
+/// the last row or column an odd size leaves outside every window.
+#[inline(always)]
+fn pool2_bwd_plane<T: Elem>(g: &PoolGeom, xp: &[T], dyp: &[T], dxp: &mut [MaybeUninit<T>]) {
+    let zero = T::ZERO;
+    for (r, dyr) in dyp.chunks_exact(g.ow).enumerate() {
+        let (d0, d1) = dxp[2 * r * g.w..(2 * r + 2) * g.w].split_at_mut(g.w);
+        let r0 = &xp[2 * r * g.w..][..2 * g.ow];
+        let r1 = &xp[(2 * r + 1) * g.w..][..2 * g.ow];
+        let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2)).zip(d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2)));
+        for (((a, b), (e0, e1)), &dy) in windows.zip(dyr) {
+            let (i, _) = first_max4(a[0], a[1], b[0], b[1]);
+            // `0 + dy`, as the general path's `+=` into zeros gives (-0.0 -> 0.0).
+            let v = zero + dy;
+            e0[0].write(if i == 0 { v } else { zero });
+            e0[1].write(if i == 1 { v } else { zero });
+            e1[0].write(if i == 2 { v } else { zero });
+            e1[1].write(if i == 3 { v } else { zero });
+        }
+        if g.w % 2 == 1 {
+            d0[g.w - 1].write(zero);
+            d1[g.w - 1].write(zero);
+        }
+    }
+    for d in &mut dxp[2 * g.oh * g.w..] {
+        d.write(zero);
+    }
 }
 
 /// Forward op on `x`.

@@ -453,5 +453,7 @@ fn winograd_only_where_it_wins() {
     assert_eq!(algo([64, 64, 11, 11], [124, 64, 4, 4]), Algo::Im2col); // 10x10: 44% wasted
     assert_eq!(algo([64, 64, 8, 8], [124, 64, 4, 4]), Algo::Im2col); // 7x7: small plane
     assert_eq!(algo([64, 64, 24, 24], [124, 64, 5, 5]), Algo::Im2col); // no 5x5 Winograd
-    assert_eq!(algo([64, 1, 48, 48], [48, 1, 3, 3]), Algo::Im2col); // one input channel
+    assert_eq!(algo([64, 1, 48, 48], [48, 1, 3, 3]), Algo::Direct); // one input channel: 9 taps
+    assert_eq!(algo([64, 1, 48, 48], [48, 1, 4, 4]), Algo::Direct); // 16 taps
+    assert_eq!(algo([64, 2, 48, 48], [48, 2, 3, 3]), Algo::Im2col); // 18 taps
 }

@@ -80,7 +80,7 @@ impl<T: Elem> Epilogue<'_, T> {
     /// not (NaN inputs are rejected before training, so only overflow gets
     /// here).
     #[inline(always)]
-    fn map(&self, b: T, v: T) -> T {
+    pub(crate) fn map(&self, b: T, v: T) -> T {
         let t = v + b;
         if self.relu && !(t > T::ZERO) {
             T::ZERO
