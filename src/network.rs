@@ -1,12 +1,13 @@
 //! A sequential CNN built from a [`ModelSpec`]. It returns logits; softmax
 //! lives in the loss and in [`Network::predict_proba`].
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::augment::Tta;
-use crate::layers::Layer;
+use crate::layers::{Layer, Saved};
 use crate::spec::ModelSpec;
 use crate::{Error, Result, NUM_CLASSES};
 
@@ -50,8 +51,45 @@ impl Network {
     /// logits (N, 7). In training mode dropout draws its masks from `rng`
     /// and BatchNorm updates its running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool, rng: &mut ChaCha8Rng) -> candle_core::Result<Tensor> {
+        self.forward_from(0, x, train, rng)
+    }
+
+    /// One training step's forward and backward: the logits, the loss
+    /// `loss_fn` makes of them, and the gradient of every trainable
+    /// variable (what `loss.backward()` on [`Self::forward_t`] gives, without
+    /// an autograd graph for the convolutional layers: see [`Saved`]).
+    pub fn forward_backward(
+        &self,
+        x: &Tensor,
+        rng: &mut ChaCha8Rng,
+        loss_fn: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor, GradStore)> {
+        let mut saved = Vec::new();
+        let (mut xs, mut i) = (x.clone(), 0);
+        while let Some((ys, s, used)) = Saved::forward(&self.layers[i..], &xs, !saved.is_empty(), rng)? {
+            saved.push(s);
+            xs = ys;
+            i += used;
+        }
+        // The head (flatten or global pooling, dense: small tensors) runs
+        // on autograd from a copy of the last saved layer's output.
+        let boundary = if saved.is_empty() { None } else { Some(Var::from_tensor(&xs)?) };
+        let head_in = boundary.as_ref().map_or(xs, |v| v.as_tensor().clone());
+        let logits = self.forward_from(i, &head_in, true, rng)?;
+        let loss = loss_fn(&logits)?;
+        let mut grads = loss.backward()?;
+        let mut grad = boundary.and_then(|b| grads.remove(b.as_tensor()));
+        for s in saved.iter().rev() {
+            let Some(g) = grad else { break };
+            grad = s.backward(&g, &mut grads)?;
+        }
+        Ok((logits, loss, grads))
+    }
+
+    /// [`Self::forward_t`] from layer `start` on.
+    fn forward_from(&self, start: usize, x: &Tensor, train: bool, rng: &mut ChaCha8Rng) -> candle_core::Result<Tensor> {
         let mut xs = x.clone();
-        let mut i = 0;
+        let mut i = start;
         while i < self.layers.len() {
             if !train {
                 if let (Layer::Conv2d(conv), Some(Layer::BatchNorm2d(bn))) = (&self.layers[i], self.layers.get(i + 1)) {
@@ -176,6 +214,47 @@ impl Network {
 pub(crate) mod tests {
     use super::*;
     use crate::spec::{preset, Activation, LayerSpec, Padding};
+
+    /// The step without an autograd graph for the conv layers gives what
+    /// candle's autograd gives: the same logits, loss, gradients (compared
+    /// as f32 values), BatchNorm running statistics and dropout draws.
+    #[test]
+    fn forward_backward_matches_autograd() {
+        use crate::loss::CrossEntropy;
+        use rand::Rng;
+        let cases = [
+            ("seed3x3", serde_json::json!({})),
+            ("seed4x4", serde_json::json!({"pooling": "same"})),
+            ("fer_vgg", serde_json::json!({})),
+        ];
+        for (name, opts) in cases {
+            let spec = preset(name, opts.as_object().unwrap()).unwrap();
+            let (a, b) = (Network::new(spec.clone(), 3).unwrap(), Network::new(spec, 3).unwrap());
+            let n = 3;
+            let mut data = ChaCha8Rng::seed_from_u64(9);
+            let x: Vec<f32> = (0..n * 2304).map(|_| data.random()).collect();
+            let y: Vec<u8> = (0..n).map(|_| data.random_range(0..7)).collect();
+            let xt = a.images_tensor(&x, n).unwrap();
+            let (mut ra, mut rb) = (ChaCha8Rng::seed_from_u64(5), ChaCha8Rng::seed_from_u64(5));
+            let logits_a = a.forward_t(&xt, true, &mut ra).unwrap();
+            let loss_a = CrossEntropy::default().loss(&logits_a, &y).unwrap();
+            let grads_a = loss_a.backward().unwrap();
+            let (logits_b, loss_b, grads_b) = b.forward_backward(&xt, &mut rb, |l| CrossEntropy::default().loss(l, &y)).unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(flat(&logits_a), flat(&logits_b), "{name} logits");
+            assert_eq!(loss_a.to_scalar::<f32>().unwrap(), loss_b.to_scalar::<f32>().unwrap(), "{name} loss");
+            assert_eq!(ra, rb, "{name}: both drew the same dropout masks");
+            for (va, vb) in a.named_vars().iter().zip(b.named_vars()) {
+                if va.trainable {
+                    let ga = grads_a.get(va.var.as_tensor()).unwrap_or_else(|| panic!("{name} {}: no autograd gradient", va.name));
+                    let gb = grads_b.get(vb.var.as_tensor()).unwrap_or_else(|| panic!("{name} {}: no gradient", vb.name));
+                    assert_eq!(flat(ga), flat(gb), "{name} {} gradient", va.name);
+                } else {
+                    assert_eq!(flat(va.var.as_tensor()), flat(vb.var.as_tensor()), "{name} {}", va.name);
+                }
+            }
+        }
+    }
 
     pub(crate) fn tiny_spec() -> ModelSpec {
         ModelSpec {

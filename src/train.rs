@@ -157,9 +157,8 @@ impl Trainer {
         }
         let n = yb.len();
         let images = self.network.images_tensor(&xb, n)?;
-        let logits = self.network.forward_t(&images, true, &mut self.dropout_rng)?;
-        let loss = self.loss.loss(&logits, &yb)?;
-        let grads = loss.backward()?;
+        let loss_fn = &self.loss;
+        let (logits, loss, grads) = self.network.forward_backward(&images, &mut self.dropout_rng, |logits| loss_fn.loss(logits, &yb))?;
         self.optimizer.step(&grads)?;
         let predicted = logits.detach().argmax(D::Minus1)?.to_vec1::<u32>()?;
         Ok(BatchStats {
@@ -470,14 +469,11 @@ mod profile {
             let steps: usize = std::env::var("FER_PROFILE_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
             for _ in 0..steps {
                 let t0 = Instant::now();
-                let logits = net.forward_t(&xt, true, &mut rng).unwrap();
+                let (_, _, grads) = net.forward_backward(&xt, &mut rng, |l| CrossEntropy::default().loss(l, &y)).unwrap();
                 let t1 = Instant::now();
-                let loss = CrossEntropy::default().loss(&logits, &y).unwrap();
-                let grads = loss.backward().unwrap();
-                let t2 = Instant::now();
                 opt.step(&grads).unwrap();
-                let t3 = Instant::now();
-                println!("{name}: forward {:?} backward {:?} step {:?}", t1 - t0, t2 - t1, t3 - t2);
+                let t2 = Instant::now();
+                println!("{name}: forward+backward {:?} step {:?}", t1 - t0, t2 - t1);
             }
             time_layers(&net, &xt, true, &mut rng);
         });

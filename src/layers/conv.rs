@@ -3,6 +3,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{filled, glorot_uniform, value, Param};
 use crate::ops;
+use crate::ops::conv_bias_act::ConvBiasAct;
 use crate::spec::Activation;
 
 /// 2-D convolution, weight (O, C, K, K), optional bias (O).
@@ -45,6 +46,24 @@ impl Conv2d {
     /// inference BatchNorm (and a ReLU when `relu`), folded into the conv's
     /// weights and bias: one fused pass instead of three. `None` when the
     /// conv has its own activation (the map would not commute with it).
+    /// The training forward with no autograd graph, and its op (for
+    /// [`super::Saved`]'s backward, which computes the input gradient only
+    /// when `want_dx`).
+    pub(super) fn forward_saved(&self, xs: &Tensor, want_dx: bool) -> Result<(Tensor, ConvBiasAct)> {
+        let op = ConvBiasAct::for_training(self.padding, self.stride, self.activation == Activation::Relu, want_dx);
+        let ys = op.forward_tensors(xs, self.weight.as_tensor(), self.bias.as_ref().map(|b| b.as_tensor()))?;
+        Ok((ys, op))
+    }
+
+    /// `(dx, dw, db)` of [`Self::forward_saved`].
+    pub(super) fn backward_saved(&self, op: &ConvBiasAct, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        op.backward_tensors(&x.contiguous()?, self.weight.as_tensor(), self.bias.as_ref().map(|b| b.as_tensor()), y, &grad.contiguous()?)
+    }
+
+    pub(super) fn weight_bias(&self) -> (&Var, Option<&Var>) {
+        (&self.weight, self.bias.as_ref())
+    }
+
     pub fn forward_folded(&self, xs: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Result<Option<Tensor>> {
         if self.activation != Activation::None {
             return Ok(None);

@@ -32,6 +32,16 @@ impl Dropout {
         xs.contiguous()?.apply_op1(op)
     }
 
+    /// The training forward with no autograd graph, and its mask (`None`
+    /// when nothing is dropped), for [`super::Saved`]'s backward.
+    pub(super) fn forward_saved(&self, xs: &Tensor, rng: &mut ChaCha8Rng) -> Result<(Tensor, Option<MaskOp>)> {
+        if self.rate <= 0.0 {
+            return Ok((xs.clone(), None));
+        }
+        let op = MaskOp { keep: self.mask(xs.elem_count(), rng), scale: 1.0 / (1.0 - self.rate) };
+        Ok((xs.contiguous()?.apply_op1_no_bwd(&op)?, Some(op)))
+    }
+
     fn mask(&self, len: usize, rng: &mut ChaCha8Rng) -> Vec<bool> {
         // Compare raw 32-bit draws against rate * 2^32: one draw per element.
         let threshold = (self.rate * 4_294_967_296.0) as u64;
@@ -54,7 +64,7 @@ impl Dropout {
 
 /// `x * keep * scale`, element-wise; its own backward (the same map on the
 /// gradient), so autograd sees one node and no stored mask tensor.
-struct MaskOp {
+pub(super) struct MaskOp {
     keep: Vec<bool>,
     scale: f64,
 }
@@ -69,6 +79,13 @@ fn apply_mask<T: Elem>(x: &[T], keep: &[bool], scale: f64) -> Vec<T> {
             }
         })
     })
+}
+
+impl MaskOp {
+    /// The gradient through the mask: the same map.
+    pub(super) fn backward(&self, grad: &Tensor) -> Result<Tensor> {
+        grad.contiguous()?.apply_op1_no_bwd(self)
+    }
 }
 
 impl CustomOp1 for MaskOp {

@@ -16,12 +16,14 @@ mod dropout;
 mod linear;
 mod norm;
 mod pool;
+mod saved;
 
 pub use conv::{conv2d, Conv2d};
 pub use dropout::{dropout, Dropout};
 pub use linear::{dense, Dense};
 pub use norm::{batch_norm2d, BatchNorm2d};
 pub use pool::{global_avg_pool, max_pool2d, MaxPool2d};
+pub use saved::Saved;
 
 /// One named parameter of a layer (`weight`, `bias`, `running_mean`, ...).
 pub struct Param<'a> {

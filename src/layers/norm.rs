@@ -53,17 +53,39 @@ impl BatchNorm2d {
             let ys = xs.broadcast_mul(&scale.reshape((1, (), 1, 1))?)?.broadcast_add(&shift.reshape((1, (), 1, 1))?)?;
             return if relu { ys.relu() } else { Ok(ys) };
         }
-        let stats = Arc::new(Mutex::new(None));
-        let op = BatchNormTrain { eps: self.eps, relu, stats: stats.clone() };
-        let ys = xs.contiguous()?.apply_op3(&value(&self.gamma, true), &value(&self.beta, true), op)?;
-        let stats = stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?;
+        let op = BatchNormTrain { eps: self.eps, relu, stats: Arc::new(Mutex::new(None)) };
+        let ys = xs.contiguous()?.apply_op3(&value(&self.gamma, true), &value(&self.beta, true), op.clone())?;
+        self.update_from(&op, xs)?;
+        Ok(ys)
+    }
+
+    /// The training forward with no autograd graph, and its op (for
+    /// [`super::Saved`]'s backward).
+    pub(super) fn forward_saved(&self, xs: &Tensor, relu: bool) -> Result<(Tensor, BatchNormTrain)> {
+        let op = BatchNormTrain { eps: self.eps, relu, stats: Arc::new(Mutex::new(None)) };
+        let ys = xs.contiguous()?.apply_op3_no_bwd(self.gamma.as_tensor(), self.beta.as_tensor(), &op)?;
+        self.update_from(&op, xs)?;
+        Ok((ys, op))
+    }
+
+    /// `(dx, dγ, dβ)` of [`Self::forward_saved`].
+    pub(super) fn backward_saved(&self, op: &BatchNormTrain, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        op.bwd(&x.contiguous()?, self.gamma.as_tensor(), self.beta.as_tensor(), y, &grad.contiguous()?)
+    }
+
+    pub(super) fn gamma_beta(&self) -> (&Var, &Var) {
+        (&self.gamma, &self.beta)
+    }
+
+    /// Folds the batch statistics `op`'s forward left into the running ones.
+    fn update_from(&self, op: &BatchNormTrain, xs: &Tensor) -> Result<()> {
+        let stats = op.stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?;
         let stats = stats
             .as_ref().ok_or_else(|| candle_core::Error::Msg("batch-norm forward produced no statistics".into()))?;
         let c = stats.mean.len();
         let mean = Tensor::from_vec(stats.mean.iter().map(|v| *v as f32).collect::<Vec<_>>(), c, xs.device())?;
         let var = Tensor::from_vec(stats.var.iter().map(|v| *v as f32).collect::<Vec<_>>(), c, xs.device())?;
-        self.update_running(&mean, &var)?;
-        Ok(ys)
+        self.update_running(&mean, &var)
     }
 
     fn update_running(&self, mean: &Tensor, var: &Tensor) -> Result<()> {
@@ -97,7 +119,8 @@ struct Stats {
 
 /// Training-mode batch norm fused into one pass per direction; composing it
 /// from broadcast tensor ops cost more than the convolutions around it.
-struct BatchNormTrain {
+#[derive(Clone)]
+pub(super) struct BatchNormTrain {
     eps: f64,
     /// Apply a ReLU to the output (and mask the gradient by it).
     relu: bool,

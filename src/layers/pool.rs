@@ -1,6 +1,7 @@
-use candle_core::{Result, Tensor};
+use candle_core::{CustomOp1, Result, Tensor};
 
 use crate::ops;
+use crate::ops::pool::MaxPool2dOp;
 
 /// Max pooling over square windows; padded cells never win (-inf padding).
 pub struct MaxPool2d {
@@ -16,6 +17,20 @@ pub fn max_pool2d(kernel: usize, stride: usize, padding: [usize; 4]) -> MaxPool2
 impl MaxPool2d {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         ops::max_pool2d(xs, self.kernel, self.stride, self.padding)
+    }
+
+    fn op(&self) -> MaxPool2dOp {
+        MaxPool2dOp { kernel: self.kernel, stride: self.stride, pad: self.padding }
+    }
+
+    /// The forward with no autograd graph (for [`super::Saved`]).
+    pub(super) fn forward_saved(&self, xs: &Tensor) -> Result<Tensor> {
+        xs.contiguous()?.apply_op1_no_bwd(&self.op())
+    }
+
+    /// The input gradient of [`Self::forward_saved`].
+    pub(super) fn backward_saved(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        self.op().bwd(&x.contiguous()?, y, grad)
     }
 }
 

@@ -395,20 +395,21 @@ impl CustomOp2 for Conv2dOp {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        input_and_weight_grads(x, w, &grad.contiguous()?, self.pad, self.stride)
+        input_and_weight_grads(x, w, &grad.contiguous()?, self.pad, self.stride, x.track_op())
     }
 }
 
 /// `(dx, dw)` of a convolution of `x` by `w` given the contiguous output
-/// gradient `grad`, each only where autograd tracks that input.
+/// gradient `grad`: `dx` where `want_dx`, `dw` where autograd tracks `w`.
 pub(crate) fn input_and_weight_grads(
     x: &Tensor,
     w: &Tensor,
     grad: &Tensor,
     pad: [usize; 4],
     stride: usize,
+    want_dx: bool,
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    let dx = if x.track_op() {
+    let dx = if want_dx {
         Some(grad.apply_op2_no_bwd(w, &Conv2dBwdInputOp { pad, stride, x_dims: x.dims4()? })?)
     } else {
         None

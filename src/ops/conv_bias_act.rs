@@ -29,9 +29,39 @@ pub struct ConvBiasAct {
     /// Training: the Winograd input tiles of the forward, kept for the
     /// weight gradient (taken, so freed, by the backward).
     kept: Option<Mutex<Option<Box<dyn Any + Send>>>>,
+    /// Whether the backward computes the input gradient; `None`: where
+    /// autograd tracks the input. (A step run on [`crate::layers::Saved`]
+    /// has no autograd graph to ask.)
+    want_dx: Option<bool>,
 }
 
 impl ConvBiasAct {
+    /// The op of a training forward run outside autograd (see [`Self::want_dx`]).
+    pub fn for_training(pad: [usize; 4], stride: usize, relu: bool, want_dx: bool) -> Self {
+        ConvBiasAct { pad, stride, relu, kept: Some(Mutex::new(None)), want_dx: Some(want_dx) }
+    }
+
+    /// `act(conv(x, w) + b)` with no autograd graph.
+    pub fn forward_tensors(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        match b {
+            Some(b) => x.apply_op3_no_bwd(&w, &b.contiguous()?, self),
+            None => x.apply_op2_no_bwd(&w, self),
+        }
+    }
+
+    /// `(dx, dw, db)` of [`Self::forward_tensors`]'s `y` given its gradient.
+    pub fn backward_tensors(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor, grad: &Tensor) -> Result<Grads3> {
+        match b {
+            Some(b) => CustomOp3::bwd(self, x, w, b, y, grad),
+            None => CustomOp2::bwd(self, x, w, y, grad).map(|(dx, dw)| (dx, dw, None)),
+        }
+    }
+
+    fn wants_dx(&self, x: &Tensor) -> bool {
+        self.want_dx.unwrap_or_else(|| x.track_op())
+    }
+
     fn forward<T: Elem>(&self, x: &[T], xd: &[usize], w: &[T], wd: &[usize], bias: Option<&[T]>) -> Result<(Vec<T>, Shape)> {
         let g = Geom::new(xd, wd, self.pad, self.stride)?;
         if let Some(b) = bias {
@@ -92,7 +122,7 @@ impl ConvBiasAct {
     fn winograd_bwd(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, res: &Tensor, grad: &Tensor) -> Result<Option<Grads3>> {
         let g = Geom::new(x.dims(), w.dims(), self.pad, self.stride)?;
         let Algo::Winograd(m) = choose_algo(&g) else { return Ok(None) };
-        let want = winograd::Wanted { dx: x.track_op(), dw: w.track_op(), db: b.is_some_and(|b| b.track_op()) };
+        let want = winograd::Wanted { dx: self.wants_dx(x), dw: w.track_op(), db: b.is_some_and(|b| b.track_op()) };
         let kept = self.kept.as_ref().and_then(|k| k.lock().unwrap_or_else(|e| e.into_inner()).take());
         let (x, w, res, grad) = (x.contiguous()?, w.contiguous()?, res.contiguous()?, grad.contiguous()?);
         let (xs, xl) = x.storage_and_layout();
@@ -149,9 +179,9 @@ impl ConvBiasAct {
         if choose_algo(&g) != Algo::Direct {
             return Ok(None);
         }
-        let dx = if x.track_op() {
+        let dx = if self.wants_dx(x) {
             let gm = self.masked_grad(res, grad)?;
-            input_and_weight_grads(x, &w.detach(), &gm, self.pad, self.stride)?.0
+            input_and_weight_grads(x, &w.detach(), &gm, self.pad, self.stride, true)?.0
         } else {
             None
         };
@@ -199,7 +229,7 @@ impl CustomOp2 for ConvBiasAct {
             return Ok((dx, dw));
         }
         let gm = self.masked_grad(res, grad)?;
-        input_and_weight_grads(x, w, &gm, self.pad, self.stride)
+        input_and_weight_grads(x, w, &gm, self.pad, self.stride, self.wants_dx(x))
     }
 }
 
@@ -236,7 +266,7 @@ impl CustomOp3 for ConvBiasAct {
         }
         let gm = self.masked_grad(res, grad)?;
         let db = if b.track_op() { Some(gm.apply_op1_no_bwd(&ChannelSum)?) } else { None };
-        let (dx, dw) = input_and_weight_grads(x, w, &gm, self.pad, self.stride)?;
+        let (dx, dw) = input_and_weight_grads(x, w, &gm, self.pad, self.stride, self.wants_dx(x))?;
         Ok((dx, dw, db))
     }
 }
@@ -335,7 +365,7 @@ pub fn conv2d_bias_act(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: [usi
     let w = w.contiguous()?;
     // Only a training forward (weights tracked by autograd) keeps tiles.
     let kept = w.track_op().then(|| Mutex::new(None));
-    let op = ConvBiasAct { pad: padding, stride, relu, kept };
+    let op = ConvBiasAct { pad: padding, stride, relu, kept, want_dx: None };
     match b {
         Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
         None => x.apply_op2(&w, op),
