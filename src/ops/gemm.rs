@@ -91,21 +91,29 @@ pub fn clear_pool() {
     POOL_F64.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
+/// Values from which [`zeros`] fills in parallel (a one-thread fill of the
+/// 28 MB outputs of a 48x48x48 layer took about 1% of a training step).
+const PAR_ZEROS: usize = 1 << 18;
+
 /// A zero-filled vector, written explicitly rather than `calloc`ed: lazily
 /// zeroed pages that are read before being written get mapped to the shared
 /// zero page and then copied-on-write with a TLB flush.
-pub fn zeros<T: Copy>(len: usize) -> Vec<T>
-where
-    T: Default,
-{
-    let mut v = Vec::with_capacity(len);
-    v.resize(len, T::default());
-    v
+pub fn zeros<T: Copy + Default + Send>(len: usize) -> Vec<T> {
+    if len < PAR_ZEROS {
+        let mut v = Vec::with_capacity(len);
+        v.resize(len, T::default());
+        return v;
+    }
+    par_filled(len, PAR_ZEROS / 4, |_, piece| {
+        for v in piece {
+            v.write(T::default());
+        }
+    })
 }
 
 /// A `len`-element vector written in `chunk`-element pieces by `f(i, piece)`
 /// in parallel, without a zero fill first: `f` must write every element.
-pub fn par_filled<T: Elem>(len: usize, chunk: usize, f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+pub fn par_filled<T: Send>(len: usize, chunk: usize, f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
     let mut v = Vec::with_capacity(len);
     v.spare_capacity_mut()[..len].par_chunks_mut(chunk).enumerate().for_each(|(i, piece)| f(i, piece));
     // SAFETY: `f` wrote all `len` elements (its contract).
