@@ -280,7 +280,9 @@ pub enum Algo {
     Winograd(usize),
 }
 
-/// The algorithm the custom ops use for `g`: Winograd for stride-1 3x3
+/// The algorithm the custom ops use for `g`: the direct kernel for at most
+/// [`super::direct::MAX_TAPS`] input taps (the one-channel first layer),
+/// Winograd for stride-1 3x3
 /// kernels (F(2x2, 3x3)) on outputs of at least 12x12 (and on smaller maps
 /// from 4x4 with >= 16 input channels) and 4x4 kernels
 /// (F(3x3, 4x4)) on outputs of at least 8x8, with >= 8 input channels;
