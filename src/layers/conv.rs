@@ -42,10 +42,6 @@ impl Conv2d {
         ops::conv2d_bias_act(xs, &value(&self.weight, train), bias.as_ref(), self.padding, self.stride, relu)
     }
 
-    /// Inference of this conv followed by the per-channel affine map of an
-    /// inference BatchNorm (and a ReLU when `relu`), folded into the conv's
-    /// weights and bias: one fused pass instead of three. `None` when the
-    /// conv has its own activation (the map would not commute with it).
     /// The training forward with no autograd graph, and its op (for
     /// [`super::Saved`]'s backward, which computes the input gradient only
     /// when `want_dx`).
@@ -64,6 +60,10 @@ impl Conv2d {
         (&self.weight, self.bias.as_ref())
     }
 
+    /// Inference of this conv followed by the per-channel affine map of an
+    /// inference BatchNorm (and a ReLU when `relu`), folded into the conv's
+    /// weights and bias: one fused pass instead of three. `None` when the
+    /// conv has its own activation (the map would not commute with it).
     pub fn forward_folded(&self, xs: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Result<Option<Tensor>> {
         if self.activation != Activation::None {
             return Ok(None);

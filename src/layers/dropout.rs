@@ -28,8 +28,7 @@ impl Dropout {
         if !train || self.rate <= 0.0 {
             return Ok(xs.clone());
         }
-        let op = MaskOp { keep: self.mask(xs.elem_count(), rng), scale: 1.0 / (1.0 - self.rate) };
-        xs.contiguous()?.apply_op1(op)
+        xs.contiguous()?.apply_op1(self.mask_op(xs.elem_count(), rng))
     }
 
     /// The training forward with no autograd graph, and its mask (`None`
@@ -38,8 +37,12 @@ impl Dropout {
         if self.rate <= 0.0 {
             return Ok((xs.clone(), None));
         }
-        let op = MaskOp { keep: self.mask(xs.elem_count(), rng), scale: 1.0 / (1.0 - self.rate) };
+        let op = self.mask_op(xs.elem_count(), rng);
         Ok((xs.contiguous()?.apply_op1_no_bwd(&op)?, Some(op)))
+    }
+
+    fn mask_op(&self, len: usize, rng: &mut ChaCha8Rng) -> MaskOp {
+        MaskOp { keep: self.mask(len, rng), scale: 1.0 / (1.0 - self.rate) }
     }
 
     fn mask(&self, len: usize, rng: &mut ChaCha8Rng) -> Vec<bool> {
@@ -71,14 +74,18 @@ pub(super) struct MaskOp {
 
 fn apply_mask<T: Elem>(x: &[T], keep: &[bool], scale: f64) -> Vec<T> {
     let scale = T::from_f64(scale);
-    par_filled(x.len(), MASK_CHUNK, |i, o| {
-        let (x, k) = (&x[i * MASK_CHUNK..][..o.len()], &keep[i * MASK_CHUNK..][..o.len()]);
-        simd::dispatch(#[inline(always)] || {
-            for ((o, &x), &k) in o.iter_mut().zip(x).zip(k) {
-                o.write(if k { x * scale } else { T::ZERO });
-            }
+    // SAFETY: every element of every piece is written (`x`, `keep` and
+    // the output have the same length; the caller checks).
+    unsafe {
+        par_filled(x.len(), MASK_CHUNK, |i, o| {
+            let (x, k) = (&x[i * MASK_CHUNK..][..o.len()], &keep[i * MASK_CHUNK..][..o.len()]);
+            simd::dispatch(#[inline(always)] || {
+                for ((o, &x), &k) in o.iter_mut().zip(x).zip(k) {
+                    o.write(if k { x * scale } else { T::ZERO });
+                }
+            })
         })
-    })
+    }
 }
 
 impl MaskOp {

@@ -53,7 +53,7 @@ impl BatchNorm2d {
             let ys = xs.broadcast_mul(&scale.reshape((1, (), 1, 1))?)?.broadcast_add(&shift.reshape((1, (), 1, 1))?)?;
             return if relu { ys.relu() } else { Ok(ys) };
         }
-        let op = BatchNormTrain { eps: self.eps, relu, stats: Arc::new(Mutex::new(None)) };
+        let op = self.train_op(relu);
         let ys = xs.contiguous()?.apply_op3(&value(&self.gamma, true), &value(&self.beta, true), op.clone())?;
         self.update_from(&op, xs)?;
         Ok(ys)
@@ -62,7 +62,7 @@ impl BatchNorm2d {
     /// The training forward with no autograd graph, and its op (for
     /// [`super::Saved`]'s backward).
     pub(super) fn forward_saved(&self, xs: &Tensor, relu: bool) -> Result<(Tensor, BatchNormTrain)> {
-        let op = BatchNormTrain { eps: self.eps, relu, stats: Arc::new(Mutex::new(None)) };
+        let op = self.train_op(relu);
         let ys = xs.contiguous()?.apply_op3_no_bwd(self.gamma.as_tensor(), self.beta.as_tensor(), &op)?;
         self.update_from(&op, xs)?;
         Ok((ys, op))
@@ -75,6 +75,10 @@ impl BatchNorm2d {
 
     pub(super) fn gamma_beta(&self) -> (&Var, &Var) {
         (&self.gamma, &self.beta)
+    }
+
+    fn train_op(&self, relu: bool) -> BatchNormTrain {
+        BatchNormTrain { eps: self.eps, relu, stats: Arc::new(Mutex::new(None)) }
     }
 
     /// Folds the batch statistics `op`'s forward left into the running ones.

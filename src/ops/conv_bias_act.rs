@@ -166,11 +166,7 @@ impl ConvBiasAct {
             _ => bail!("fer-conv2d-bias-act: expected f32 or f64"),
         }
     }
-}
 
-type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
-
-impl ConvBiasAct {
     /// The direct path's backward ([`direct::conv2d_bwd_weight`] masks the
     /// gradient and sums the bias on the fly, with no masked copy of the
     /// gradient), or `None` where the convolution is not direct.
@@ -211,6 +207,8 @@ impl ConvBiasAct {
         Ok(Some((dx, w.track_op().then_some(dw), db)))
     }
 }
+
+type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
 impl CustomOp2 for ConvBiasAct {
     fn name(&self) -> &'static str {

@@ -147,13 +147,16 @@ fn wgrad_image<T: Elem>(o_n: usize, p: usize, cols: &[T], dy: &[T], relu_out: Op
 /// `y = epilogue(conv(x, w))`: `x (N, C, H, W)`, `w (O, C, KH, KW)` -> `(N, O, OH, OW)`.
 pub fn conv2d_fwd<T: Elem>(g: &Geom, x: &[T], w: &[T], epi: &Epilogue<T>) -> Vec<T> {
     let (taps, p, chw) = (g.ckk(), g.p(), g.chw());
-    par_filled(g.n * g.o * p, g.o * p, |n, yn| {
-        T::with_scratch(taps * p + BLOCK, |buf| {
-            let (cols, acc) = buf.split_at_mut(taps * p);
-            im2col(g, &x[n * chw..(n + 1) * chw], cols);
-            simd::dispatch(#[inline(always)] || fwd_image(p, w, cols, epi, acc, yn))
+    // SAFETY: `fwd_image` writes every output of its image.
+    unsafe {
+        par_filled(g.n * g.o * p, g.o * p, |n, yn| {
+            T::with_scratch(taps * p + BLOCK, |buf| {
+                let (cols, acc) = buf.split_at_mut(taps * p);
+                im2col(g, &x[n * chw..(n + 1) * chw], cols);
+                simd::dispatch(#[inline(always)] || fwd_image(p, w, cols, epi, acc, yn))
+            })
         })
-    })
+    }
 }
 
 /// Weight and (with `want_db`) bias gradients from `x` and the output

@@ -104,19 +104,25 @@ pub fn zeros<T: Copy + Default + Send>(len: usize) -> Vec<T> {
         v.resize(len, T::default());
         return v;
     }
-    par_filled(len, PAR_ZEROS / 4, |_, piece| {
-        for v in piece {
-            v.write(T::default());
-        }
-    })
+    // SAFETY: every element of every piece is written.
+    unsafe {
+        par_filled(len, PAR_ZEROS / 4, |_, piece| {
+            for v in piece {
+                v.write(T::default());
+            }
+        })
+    }
 }
 
 /// A `len`-element vector written in `chunk`-element pieces by `f(i, piece)`
-/// in parallel, without a zero fill first: `f` must write every element.
-pub fn par_filled<T: Send>(len: usize, chunk: usize, f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+/// in parallel, without a zero fill first.
+///
+/// # Safety
+/// `f` must write every element of every piece it is given.
+pub unsafe fn par_filled<T: Send>(len: usize, chunk: usize, f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
     let mut v = Vec::with_capacity(len);
     v.spare_capacity_mut()[..len].par_chunks_mut(chunk).enumerate().for_each(|(i, piece)| f(i, piece));
-    // SAFETY: `f` wrote all `len` elements (its contract).
+    // SAFETY: the caller's `f` wrote all `len` elements.
     unsafe { v.set_len(len) };
     v
 }

@@ -125,7 +125,8 @@ fn for_each_window<T: Elem>(g: &PoolGeom, xp: &[T], mut f: impl FnMut(usize, usi
 fn pool_fwd<T: Elem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
     if g.is_2x2_stride2() && ohw > 0 {
-        return par_filled(g.planes * ohw, ohw, |pl, yp| simd::dispatch(#[inline(always)] || pool2_fwd_plane(g, &x[pl * hw..(pl + 1) * hw], yp)));
+        // SAFETY: `pool2_fwd_plane` writes its whole plane.
+        return unsafe { par_filled(g.planes * ohw, ohw, |pl, yp| simd::dispatch(#[inline(always)] || pool2_fwd_plane(g, &x[pl * hw..(pl + 1) * hw], yp))) };
     }
     let mut y = vec![T::NEG_INF; g.planes * ohw]; // non-zero fill: written eagerly
     if ohw == 0 || hw == 0 {
@@ -141,9 +142,12 @@ fn pool_fwd<T: Elem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
 fn pool_bwd<T: Elem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
     if g.is_2x2_stride2() && ohw > 0 {
-        return par_filled(g.planes * hw, hw, |pl, dxp| {
-            simd::dispatch(#[inline(always)] || pool2_bwd_plane(g, &x[pl * hw..(pl + 1) * hw], &dy[pl * ohw..(pl + 1) * ohw], dxp))
-        });
+        // SAFETY: `pool2_bwd_plane` writes its whole plane.
+        return unsafe {
+            par_filled(g.planes * hw, hw, |pl, dxp| {
+                simd::dispatch(#[inline(always)] || pool2_bwd_plane(g, &x[pl * hw..(pl + 1) * hw], &dy[pl * ohw..(pl + 1) * ohw], dxp))
+            })
+        };
     }
     let mut dx = zeros::<T>(g.planes * hw);
     if hw == 0 || ohw == 0 {
