@@ -10,7 +10,9 @@
 //! phases (`ph[p][u] = row[m u + p]`): element `k` of tile `tj` is then
 //! `ph[k % m][tj + k / m]`, and every transform loop runs over `tj` on
 //! contiguous slices, which LLVM vectorises (under `simd::dispatch`); the
-//! strided gathers are left to the short split and merge passes.
+//! strided gathers are left to the short split and merge passes. On maps
+//! with few tiles a row, the band forms run those loops over the tiles of
+//! all tile rows of a band at once (see [`band_outputs`]).
 
 use super::super::conv::Geom;
 use super::super::gemm::{zeros, Elem};
@@ -139,7 +141,9 @@ pub(super) fn filter_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, du: &[T]) -> Ve
 // 48x48 (tw 12): rows 34.9 / 72.4, band outputs 36.2 / 72.8, all band
 // 40.5 / 79.5; 24x24 (tw 6): rows 22.2 / 42.0, band outputs 19.8 / 41.2,
 // all band 17.1 / 38.6; 12x12 (tw 3, 16 images a group): rows 18.2 / 33.2,
-// band outputs 15.4 / 31.0, all band 16.5 / 34.5.
+// band outputs 15.4 / 31.0, all band 16.5 / 34.5. F(3x3, 4x4) at 24x24
+// (tw 8), rows against all band: 48 -> 64 channels 23.8 / 49.1 against
+// 19.5 / 42.7, 64 -> 64 29.2 / 61.6 against 25.1 / 56.6.
 
 /// Whether the output transforms run band-wide.
 fn band_outputs(tl: &Tiles) -> bool {
