@@ -279,17 +279,29 @@ fn input_transform_bwd_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], 
                 if hi <= lo {
                     continue;
                 }
-                // row adjoint: padded row r0 + k gets (B e)[k]
-                {
-                    let_planes!(e, lo, wp, hi - lo => e0, e1, e2, e3, e4, e5);
-                    let_planes!(mut rows, lo, wp, hi - lo => q0, q1, q2, q3, q4, q5);
-                    streams!(hi - lo, [e0, e1, e2, e3, e4, e5] => [q0, q1, q2, q3, q4, q5], |d| b6(d, two, four, five));
-                }
-                for k in 0..6 {
-                    add_padded_row(xc, g, r0 + k as isize, pl, &rows[k * wp..(k + 1) * wp]);
-                }
+                add_row_adjoint(g, &e, wp, (lo, hi), &mut rows, xc, r0, pl);
             }
         }
+    }
+}
+
+/// The row adjoint of one tile row, shared by both forms of
+/// `input_transform_bwd`: padded input row `r0 + k` of `xc` gets
+/// `(B e)[k]`, where `e`'s six rows sit `stride` apart and columns
+/// `lo..hi` of them fall inside the image; `rows` is scratch for six
+/// padded rows.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn add_row_adjoint<T: Elem>(g: &Geom, e: &[T], stride: usize, (lo, hi): (usize, usize), rows: &mut [T], xc: &mut [T], r0: isize, pl: usize) {
+    let wp = rows.len() / 6;
+    let (two, four, five) = consts::<T>();
+    {
+        let_planes!(e, lo, stride, hi - lo => e0, e1, e2, e3, e4, e5);
+        let_planes!(mut rows, lo, wp, hi - lo => q0, q1, q2, q3, q4, q5);
+        streams!(hi - lo, [e0, e1, e2, e3, e4, e5] => [q0, q1, q2, q3, q4, q5], |d| b6(d, two, four, five));
+    }
+    for k in 0..6 {
+        add_padded_row(xc, g, r0 + k as isize, pl, &rows[k * wp..(k + 1) * wp]);
     }
 }
 
@@ -453,20 +465,11 @@ fn input_transform_bwd_band<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], 
         if hi <= lo {
             continue;
         }
-        // row adjoint: padded row r0 + k gets (B e)[k]
         for img in 0..ng {
             let xc = &mut dx[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
             for ti in 0..th {
-                let row = img * th + ti;
                 let r0 = (m * (tl.ti0 + ti)) as isize - pt;
-                {
-                    let_planes!(e, row * wpp + lo, rows * wpp, hi - lo => e0, e1, e2, e3, e4, e5);
-                    let_planes!(mut rows6, lo, wpp, hi - lo => q0, q1, q2, q3, q4, q5);
-                    streams!(hi - lo, [e0, e1, e2, e3, e4, e5] => [q0, q1, q2, q3, q4, q5], |d| b6(d, two, four, five));
-                }
-                for k in 0..6 {
-                    add_padded_row(xc, g, r0 + k as isize, pl, &rows6[k * wpp..(k + 1) * wpp]);
-                }
+                add_row_adjoint(g, &e[(img * th + ti) * wpp..], rows * wpp, (lo, hi), &mut rows6, xc, r0, pl);
             }
         }
     }
