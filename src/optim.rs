@@ -5,9 +5,11 @@
 //! alone, the usual practice since decaying them only hurts.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Storage, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ops::gemm::contiguous_slice;
 use crate::{Error, Result};
 
 fn lr_adam() -> f64 {
@@ -210,6 +212,66 @@ impl Optimizer {
 /// `w -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`.
 #[allow(clippy::too_many_arguments)]
 fn adam(slot: &mut Slot, w: &Tensor, g: &Tensor, lr: f64, b1: f64, b2: f64, eps: f64, t: i32) -> Result<Tensor> {
+    let alpha = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
+    if w.dtype() != DType::F32 || g.dtype() != DType::F32 {
+        return adam_ops(slot, w, g, b1, b2, eps, alpha);
+    }
+    let (w, g) = (w.contiguous()?, g.contiguous()?);
+    let (w_storage, wl) = w.storage_and_layout();
+    let (g_storage, gl) = g.storage_and_layout();
+    let (Storage::Cpu(ws), Storage::Cpu(gs)) = (&*w_storage, &*g_storage) else {
+        return adam_ops(slot, &w, &g, b1, b2, eps, alpha);
+    };
+    let (wv, gv) = (contiguous_slice::<f32>(ws, wl)?, contiguous_slice::<f32>(gs, gl)?);
+    let moment = |t: &Option<Tensor>| -> Result<Option<Vec<f32>>> {
+        Ok(match t {
+            Some(t) => Some(t.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        })
+    };
+    let (mp, vp) = (moment(&slot.m)?, moment(&slot.v)?);
+    let (next, m, v) = adam_f32(wv, gv, mp.as_deref(), vp.as_deref(), [b1, b2, eps, alpha]);
+    let shape = w.shape().clone();
+    slot.m = Some(Tensor::from_vec(m, &shape, w.device())?);
+    slot.v = Some(Tensor::from_vec(v, &shape, w.device())?);
+    Ok(Tensor::from_vec(next, shape, w.device())?)
+}
+
+/// Elements per parallel piece of [`adam_f32`].
+const ADAM_CHUNK: usize = 1 << 14;
+
+/// `(w', m, v)` of [`adam_ops`] in one parallel pass, with the same f32
+/// operations in the same order (`+ 0.0` included: candle's affine adds
+/// it, and it turns -0 into +0), so the same bits. The candle form took a
+/// pass and an allocation per op on one thread: a serial stretch that
+/// grew to a large part of a step on many cores.
+fn adam_f32(w: &[f32], g: &[f32], m_prev: Option<&[f32]>, v_prev: Option<&[f32]>, c: [f64; 4]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    // Each constant rounded to f32 from the f64 candle's affine gets.
+    let [b1, b2, eps, alpha] = c.map(|c| c as f32);
+    let (omb1, omb2) = ((1.0 - c[0]) as f32, (1.0 - c[1]) as f32);
+    let n = w.len();
+    let (mut next, mut m, mut v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    next.par_chunks_mut(ADAM_CHUNK).zip(m.par_chunks_mut(ADAM_CHUNK)).zip(v.par_chunks_mut(ADAM_CHUNK)).enumerate().for_each(
+        |(k, ((nx, mo), vo))| {
+            let at = k * ADAM_CHUNK;
+            for i in 0..nx.len() {
+                let j = at + i;
+                let gj = g[j];
+                let mj = (m_prev.map_or(0.0, |p| p[j]) * b1 + 0.0) + (gj * omb1 + 0.0);
+                let vj = (v_prev.map_or(0.0, |p| p[j]) * b2 + 0.0) + ((gj * gj) * omb2 + 0.0);
+                let q = mj / (vj.sqrt() + eps);
+                nx[i] = w[j] - (q * alpha + 0.0);
+                mo[i] = mj;
+                vo[i] = vj;
+            }
+        },
+    );
+    (next, m, v)
+}
+
+/// [`adam`] in candle ops (any dtype; the reference [`adam_f32`] is tested against).
+#[allow(clippy::too_many_arguments)]
+fn adam_ops(slot: &mut Slot, w: &Tensor, g: &Tensor, b1: f64, b2: f64, eps: f64, alpha: f64) -> Result<Tensor> {
     let m_prev = match slot.m.take() {
         Some(m) => m,
         None => g.zeros_like()?,
@@ -220,7 +282,6 @@ fn adam(slot: &mut Slot, w: &Tensor, g: &Tensor, lr: f64, b1: f64, b2: f64, eps:
     };
     let m = (m_prev.affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?;
     let v = (v_prev.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
-    let alpha = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
     let next = (w - (&m / (v.sqrt()? + eps)?)?.affine(alpha, 0.0)?)?;
     slot.m = Some(m);
     slot.v = Some(v);
@@ -281,6 +342,40 @@ mod tests {
                 w[i] -= alpha * m[i] / (v[i].sqrt() + 1e-7);
             }
             assert!(close(&got[t as usize - 1], &w), "step {t}: {:?} vs {w:?}", got[t as usize - 1]);
+        }
+    }
+
+    #[test]
+    fn fused_adam_gives_the_bits_of_the_candle_ops() {
+        let n = 3 * ADAM_CHUNK + 17;
+        let mut state = 7u64;
+        let mut draw = |scale: f32| {
+            (0..n)
+                .map(|i| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    // Exact zeros of both signs too: candle's `+ 0.0` turns -0 into +0.
+                    match i % 97 {
+                        0 => 0.0,
+                        1 => -0.0,
+                        _ => ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale,
+                    }
+                })
+                .collect::<Vec<f32>>()
+        };
+        let t = |v: Vec<f32>| Tensor::from_vec(v, n, &Device::Cpu).unwrap();
+        let (w, g1, g2) = (t(draw(2.0)), t(draw(1.0)), t(draw(1e-3)));
+        let slot = |w: &Tensor| Slot { var: Var::from_tensor(w).unwrap(), decay: false, m: None, v: None };
+        let (mut fused, mut reference) = (slot(&w), slot(&w));
+        let bits = |t: &Tensor| t.to_vec1::<f32>().unwrap().iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let (mut wf, mut wr) = (w.clone(), w.clone());
+        for (step, g) in [&g1, &g2, &g1].into_iter().enumerate() {
+            let (lr, b1, b2, eps) = (0.01, 0.9, 0.999, 1e-7);
+            let alpha = lr * (1.0 - f64::powi(b2, step as i32 + 1)).sqrt() / (1.0 - f64::powi(b1, step as i32 + 1));
+            wf = adam(&mut fused, &wf, g, lr, b1, b2, eps, step as i32 + 1).unwrap();
+            wr = adam_ops(&mut reference, &wr, g, b1, b2, eps, alpha).unwrap();
+            assert_eq!(bits(&wf), bits(&wr), "weights, step {step}");
+            assert_eq!(bits(fused.m.as_ref().unwrap()), bits(reference.m.as_ref().unwrap()), "m, step {step}");
+            assert_eq!(bits(fused.v.as_ref().unwrap()), bits(reference.v.as_ref().unwrap()), "v, step {step}");
         }
     }
 

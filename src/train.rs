@@ -475,8 +475,39 @@ mod profile {
                 let t2 = Instant::now();
                 println!("{name}: forward+backward {:?} step {:?}", t1 - t0, t2 - t1);
             }
-            time_layers(&net, &xt, true, &mut rng);
+            time_saved_layers(&net, &xt, &y, &mut rng);
         });
+    }
+
+    /// A training step's forward and backward as `forward_backward` runs
+    /// them, timed layer by layer (the head, on autograd, as one item).
+    fn time_saved_layers(net: &Network, xt: &Tensor, y: &[u8], rng: &mut ChaCha8Rng) {
+        use crate::layers::Saved;
+        let layers = net.layers();
+        let (mut saved, mut xs, mut i) = (Vec::new(), xt.clone(), 0);
+        loop {
+            let t0 = Instant::now();
+            let Some((ys, s, used)) = Saved::forward(&layers[i..], &xs, !saved.is_empty(), rng).unwrap() else { break };
+            println!("  forward  layer {i} {:?} -> {:?}", t0.elapsed(), ys.dims());
+            saved.push((i, s));
+            xs = ys;
+            i += used;
+        }
+        let t0 = Instant::now();
+        let boundary = candle_core::Var::from_tensor(&xs).unwrap();
+        let mut head = boundary.as_tensor().clone();
+        for layer in &layers[i..] {
+            head = layer.forward_t(&head, true, rng).unwrap();
+        }
+        let mut grads = CrossEntropy::default().loss(&head, y).unwrap().backward().unwrap();
+        let mut grad = grads.remove(boundary.as_tensor());
+        println!("  head (layers {i}..) forward+backward {:?}", t0.elapsed());
+        for (i, s) in saved.iter().rev() {
+            let Some(g) = grad else { break };
+            let t0 = Instant::now();
+            grad = s.backward(&g, &mut grads).unwrap();
+            println!("  backward layer {i} {:?}", t0.elapsed());
+        }
     }
 
     /// Inference, batch 256 (as `bench_speed.py` predicts), then layer by

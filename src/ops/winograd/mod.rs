@@ -35,7 +35,7 @@ mod f23;
 mod f34;
 mod f43;
 
-use super::conv::{for_each_chunk, inner_par, sum_partials, Geom};
+use super::conv::{inner_par, sum_partials, Geom};
 use super::conv_bias_act::{plane_sum, relu_grad};
 use rayon::prelude::*;
 
@@ -59,6 +59,8 @@ fn target_tiles() -> usize {
     static TILES: OnceLock<usize> = OnceLock::new();
     *TILES.get_or_init(|| std::env::var("FER_WINO_TILES").ok().and_then(|v| v.parse().ok()).filter(|&t| t > 0).unwrap_or(TARGET_TILES))
 }
+/// Output channels per parallel block of the filter transforms.
+const FILTER_BLOCK: usize = 8;
 /// Max number of weight-gradient partial sums.
 const MAX_PARTIALS: usize = 16;
 /// Largest tile we build matrices for (`m + r - 1`).
@@ -325,7 +327,55 @@ impl Kernels {
         Tiles::new(g, self.tf, self.fast.is_some())
     }
 
+    /// `U[ξ][o][c]`, in parallel over blocks of output channels: every
+    /// `(o, c)` pair is transformed on its own, so the blocks give the same
+    /// bits as one pass, and the pass (once or twice a layer per step) no
+    /// longer idles all threads but one.
     fn filter<T: Elem>(self, g: &Geom, w: &[T]) -> Vec<T> {
+        let (o_n, c_n, np) = (g.o, g.c, self.tf.planes());
+        if o_n <= FILTER_BLOCK {
+            return self.filter_block(g, w);
+        }
+        let per = c_n * g.kh * g.kw;
+        let blocks: Vec<Vec<T>> = (0..o_n.div_ceil(FILTER_BLOCK))
+            .into_par_iter()
+            .map(|b| {
+                let (o0, o1) = (b * FILTER_BLOCK, ((b + 1) * FILTER_BLOCK).min(o_n));
+                self.filter_block(&Geom { o: o1 - o0, ..*g }, &w[o0 * per..o1 * per])
+            })
+            .collect();
+        let mut u = zeros::<T>(np * o_n * c_n);
+        u.par_chunks_mut(o_n * c_n).enumerate().for_each(|(xi, plane)| {
+            for (b, block) in blocks.iter().enumerate() {
+                let on = block.len() / (np * c_n);
+                let o0 = b * FILTER_BLOCK;
+                plane[o0 * c_n..(o0 + on) * c_n].copy_from_slice(&block[xi * on * c_n..(xi + 1) * on * c_n]);
+            }
+        });
+        u
+    }
+
+    /// `dw (O, C, r, r)` from `dU[ξ][o][c]`, in parallel over blocks of
+    /// output channels (same bits, as in [`Kernels::filter`]).
+    fn filter_bwd<T: Elem>(self, g: &Geom, du: &[T]) -> Vec<T> {
+        let (o_n, c_n, np) = (g.o, g.c, self.tf.planes());
+        if o_n <= FILTER_BLOCK {
+            return self.filter_bwd_block(g, du);
+        }
+        let per = c_n * g.kh * g.kw;
+        let mut dw = zeros::<T>(o_n * per);
+        dw.par_chunks_mut(FILTER_BLOCK * per).enumerate().for_each(|(b, dwb)| {
+            let (o0, on) = (b * FILTER_BLOCK, dwb.len() / per);
+            let mut dub = Vec::with_capacity(np * on * c_n);
+            for xi in 0..np {
+                dub.extend_from_slice(&du[(xi * o_n + o0) * c_n..(xi * o_n + o0 + on) * c_n]);
+            }
+            dwb.copy_from_slice(&self.filter_bwd_block(&Geom { o: on, ..*g }, &dub));
+        });
+        dw
+    }
+
+    fn filter_block<T: Elem>(self, g: &Geom, w: &[T]) -> Vec<T> {
         match self.fast {
             Some(Fast::F23) => f23::filter_transform(g, w),
             Some(Fast::F43) => alpha6::filter_transform::<f43::F43, _>(g, w),
@@ -334,7 +384,7 @@ impl Kernels {
         }
     }
 
-    fn filter_bwd<T: Elem>(self, g: &Geom, du: &[T]) -> Vec<T> {
+    fn filter_bwd_block<T: Elem>(self, g: &Geom, du: &[T]) -> Vec<T> {
         match self.fast {
             Some(Fast::F23) => f23::filter_transform_bwd(g, du),
             Some(Fast::F43) => alpha6::filter_transform_bwd::<f43::F43, _>(g, du),
@@ -740,58 +790,73 @@ fn output_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dy: &[T],
     }
 }
 
+/// Runs `f(ξ, plane)` on the first `np` planes of `out` (`len` each): in
+/// parallel when `par` has threads to spare (fewer image groups than
+/// threads, so the groups alone would leave threads idle), in order
+/// otherwise. Each plane's GEMM runs on one thread either way: a plane's
+/// product is too small to split well across many threads, and it gives
+/// the same bits wherever it runs.
+fn each_plane<T: Elem>(out: &mut [T], np: usize, len: usize, par: Parallelism, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    let out = &mut out[..np * len];
+    if matches!(par, Parallelism::None) {
+        out.chunks_mut(len).enumerate().for_each(|(xi, plane)| f(xi, plane));
+    } else {
+        out.par_chunks_mut(len).enumerate().for_each(|(xi, plane)| f(xi, plane));
+    }
+}
+
 /// `M[ξ] (O, tg) = U[ξ] (O, C) V[ξ] (C, tg)` for every plane ξ.
 #[allow(clippy::too_many_arguments)]
 fn planes_fwd<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, u: &[T], v: &[T], mm: &mut [T], par: Parallelism) {
-    for xi in 0..np {
+    each_plane(mm, np, o_n * tg, par, |xi, m| {
         gemm(
             o_n,
             tg,
             c_n,
-            &mut mm[xi * o_n * tg..(xi + 1) * o_n * tg],
+            m,
             tg,
             false,
             Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
             Mat::row_major(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
-            par,
-        );
-    }
+            Parallelism::None,
+        )
+    });
 }
 
 /// `dV[ξ] (C, tg) = U[ξ]^T dM[ξ]` for every plane ξ.
 #[allow(clippy::too_many_arguments)]
 fn planes_bwd_input<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, u: &[T], dm: &[T], dv: &mut [T], par: Parallelism) {
-    for xi in 0..np {
+    each_plane(dv, np, c_n * tg, par, |xi, d| {
         gemm(
             c_n,
             tg,
             o_n,
-            &mut dv[xi * c_n * tg..(xi + 1) * c_n * tg],
+            d,
             tg,
             false,
             Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
             Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-            par,
-        );
-    }
+            Parallelism::None,
+        )
+    });
 }
 
 /// `dU[ξ] (O, C) (+)= dM[ξ] V[ξ]^T` for every plane ξ (added with `accumulate`).
 #[allow(clippy::too_many_arguments)]
 fn planes_bwd_weight<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, dm: &[T], v: &[T], du: &mut [T], accumulate: bool, par: Parallelism) {
-    for xi in 0..np {
+    each_plane(du, np, o_n * c_n, par, |xi, d| {
         gemm(
             o_n,
             c_n,
             tg,
-            &mut du[xi * o_n * c_n..(xi + 1) * o_n * c_n],
+            d,
             c_n,
             accumulate,
             Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
             Mat::transposed(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
-            par,
-        );
-    }
+            Parallelism::None,
+        )
+    });
 }
 
 /// Forward: `x (N, C, H, W)`, `w (O, C, r, r)` -> `y (N, O, OH, OW)` with F(m, r).
@@ -834,18 +899,15 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
             }
         })
     };
+    // The groups always run in parallel; with fewer groups than threads,
+    // their planes do too (`par`).
     if !keep {
-        for_each_chunk(&mut y, tl.gs * op, par, |gi, yg| run(gi, yg, None));
+        y.par_chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg, None));
         return (y, None);
     }
     let mut kept = pooled::<T>(np * c_n * tl.t * g.n);
     let jobs: Vec<_> = y.chunks_mut(tl.gs * op).zip(kept.chunks_mut(np * c_n * tl.gs * tl.t)).enumerate().collect();
-    let job = |(gi, (yg, v)): (usize, (&mut [T], &mut [T]))| run(gi, yg, Some(v));
-    if matches!(par, Parallelism::None) {
-        jobs.into_par_iter().for_each(job);
-    } else {
-        jobs.into_iter().for_each(job);
-    }
+    jobs.into_par_iter().for_each(|(gi, (yg, v))| run(gi, yg, Some(v)));
     (y, Some(kept))
 }
 
@@ -965,8 +1027,8 @@ pub fn conv2d_bwd_fused<T: Elem>(
         }
         du
     };
-    let partials: Vec<Option<Vec<T>>> =
-        if matches!(par, Parallelism::None) { jobs.into_par_iter().map(run).collect() } else { jobs.into_iter().map(run).collect() };
+    // Parts in parallel, and their planes too when there are fewer parts than threads.
+    let partials: Vec<Option<Vec<T>>> = jobs.into_par_iter().map(run).collect();
     let dw = if want.dw { Some(k.filter_bwd(g, &sum_partials(partials.into_iter().flatten().collect()))) } else { None };
     let db = want.db.then(|| {
         (0..o_n)
@@ -997,6 +1059,20 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_transforms_in_blocks_give_the_bits_of_one_pass() {
+        // 19 output channels: two whole blocks and a part; F(3, 3) has no hand-written kernel.
+        for (m, r) in [(2, 3), (4, 3), (3, 4), (3, 3)] {
+            let g = Geom::new(&[1, 5, 8, 8], &[19, 5, r, r], [1; 4], 1).unwrap();
+            let k = Kernels::new(m, r);
+            let w: Vec<f32> = (0..19 * 5 * r * r).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let u = k.filter(&g, &w);
+            assert_eq!(bits(&u), bits(&k.filter_block(&g, &w)), "F({m}, {r}) filter");
+            assert_eq!(bits(&k.filter_bwd(&g, &u)), bits(&k.filter_bwd_block(&g, &u)), "F({m}, {r}) filter_bwd");
+        }
+    }
 
     #[test]
     fn large_maps_are_cut_into_bands() {
