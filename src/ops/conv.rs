@@ -146,9 +146,11 @@ pub fn col2im<T: Elem>(g: &Geom, cols: &[T], dx: &mut [T]) {
     }
 }
 
-/// Parallelism for GEMMs run inside `jobs` outer jobs: the GEMMs get the
-/// threads only when there are fewer jobs than threads (then the jobs run in
-/// order, see [`for_each_chunk`] and [`map_jobs`]).
+/// Parallelism for the work inside `jobs` outer jobs: threads to spare
+/// only when there are fewer jobs than threads. The im2col paths then run
+/// the jobs in order and split each GEMM across the pool (see
+/// [`for_each_chunk`] and [`map_jobs`]); Winograd runs its jobs in
+/// parallel regardless and spreads its plane GEMMs instead.
 pub(super) fn inner_par(jobs: usize) -> Parallelism {
     let t = rayon::current_num_threads().max(1);
     if t > 1 && jobs < t {
