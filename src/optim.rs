@@ -5,7 +5,7 @@
 //! alone, the usual practice since decaying them only hurts.
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Storage, Tensor, Var};
+use candle_core::{DType, Layout, Storage, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -213,28 +213,41 @@ impl Optimizer {
 #[allow(clippy::too_many_arguments)]
 fn adam(slot: &mut Slot, w: &Tensor, g: &Tensor, lr: f64, b1: f64, b2: f64, eps: f64, t: i32) -> Result<Tensor> {
     let alpha = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
-    if w.dtype() != DType::F32 || g.dtype() != DType::F32 {
+    if w.dtype() != DType::F32 || g.dtype() != DType::F32 || !w.device().is_cpu() {
         return adam_ops(slot, w, g, b1, b2, eps, alpha);
     }
     let (w, g) = (w.contiguous()?, g.contiguous()?);
-    let (w_storage, wl) = w.storage_and_layout();
-    let (g_storage, gl) = g.storage_and_layout();
-    let (Storage::Cpu(ws), Storage::Cpu(gs)) = (&*w_storage, &*g_storage) else {
-        return adam_ops(slot, &w, &g, b1, b2, eps, alpha);
-    };
-    let (wv, gv) = (contiguous_slice::<f32>(ws, wl)?, contiguous_slice::<f32>(gs, gl)?);
-    let moment = |t: &Option<Tensor>| -> Result<Option<Vec<f32>>> {
-        Ok(match t {
-            Some(t) => Some(t.flatten_all()?.to_vec1::<f32>()?),
+    // Every input is read in place (the moments are f32 and contiguous:
+    // made here, or by `adam_ops` from this f32 `g`); the block ends the
+    // read locks before the moments are replaced.
+    let (next, m, v) = {
+        let (ws, wl) = w.storage_and_layout();
+        let (gs, gl) = g.storage_and_layout();
+        let m_prev = slot.m.as_ref().map(Tensor::storage_and_layout);
+        let v_prev = slot.v.as_ref().map(Tensor::storage_and_layout);
+        let mp = match &m_prev {
+            Some((s, l)) => Some(f32_values(s, l)?),
             None => None,
-        })
+        };
+        let vp = match &v_prev {
+            Some((s, l)) => Some(f32_values(s, l)?),
+            None => None,
+        };
+        adam_f32(f32_values(&ws, wl)?, f32_values(&gs, gl)?, mp, vp, [b1, b2, eps, alpha])
     };
-    let (mp, vp) = (moment(&slot.m)?, moment(&slot.v)?);
-    let (next, m, v) = adam_f32(wv, gv, mp.as_deref(), vp.as_deref(), [b1, b2, eps, alpha]);
     let shape = w.shape().clone();
     slot.m = Some(Tensor::from_vec(m, &shape, w.device())?);
     slot.v = Some(Tensor::from_vec(v, &shape, w.device())?);
     Ok(Tensor::from_vec(next, shape, w.device())?)
+}
+
+/// The values of a contiguous f32 tensor in CPU memory, from its
+/// `storage_and_layout`.
+fn f32_values<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) => Ok(contiguous_slice::<f32>(cpu, layout)?),
+        _ => Err(Error::invalid("optimizer: expected tensors in CPU memory")),
+    }
 }
 
 /// Elements per parallel piece of [`adam_f32`].

@@ -447,12 +447,12 @@ mod profile {
         (name, net, xt, rng)
     }
 
-    /// Each layer's forward time, in training or inference mode.
-    fn time_layers(net: &Network, xt: &Tensor, train: bool, rng: &mut ChaCha8Rng) {
+    /// Each layer's inference forward time.
+    fn time_layers(net: &Network, xt: &Tensor, rng: &mut ChaCha8Rng) {
         let mut xs = xt.clone();
         for (i, layer) in net.layers().iter().enumerate() {
             let t0 = Instant::now();
-            xs = layer.forward_t(&xs, train, rng).unwrap();
+            xs = layer.forward_t(&xs, false, rng).unwrap();
             println!("  layer {i} {:?} -> {:?}", t0.elapsed(), xs.dims());
         }
     }
@@ -524,7 +524,7 @@ mod profile {
                 net.forward(&xt).unwrap();
                 println!("{name}: forward {:?} ({:.0} images/s)", t0.elapsed(), n as f64 / t0.elapsed().as_secs_f64());
             }
-            time_layers(&net, &xt, false, &mut rng);
+            time_layers(&net, &xt, &mut rng);
         });
     }
 }

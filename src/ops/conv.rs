@@ -164,7 +164,12 @@ pub(super) fn inner_par(jobs: usize) -> Parallelism {
 /// the GEMMs inside are single-threaded (`par` from [`inner_par`] is None),
 /// in order otherwise.
 pub(super) fn for_each_chunk<T: Send>(out: &mut [T], len: usize, par: Parallelism, f: impl Fn(usize, &mut [T]) + Sync) {
-    if matches!(par, Parallelism::None) {
+    chunks_each(out, len, matches!(par, Parallelism::None), f);
+}
+
+/// `f(i, chunk)` on the `len`-element chunks of `out`, in parallel or in order.
+pub(super) fn chunks_each<T: Send>(out: &mut [T], len: usize, parallel: bool, f: impl Fn(usize, &mut [T]) + Sync) {
+    if parallel {
         out.par_chunks_mut(len).enumerate().for_each(|(i, chunk)| f(i, chunk));
     } else {
         out.chunks_mut(len).enumerate().for_each(|(i, chunk)| f(i, chunk));

@@ -35,7 +35,7 @@ mod f23;
 mod f34;
 mod f43;
 
-use super::conv::{inner_par, sum_partials, Geom};
+use super::conv::{chunks_each, inner_par, sum_partials, Geom};
 use super::conv_bias_act::{plane_sum, relu_grad};
 use rayon::prelude::*;
 
@@ -796,13 +796,8 @@ fn output_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dy: &[T],
 /// otherwise. Each plane's GEMM runs on one thread either way: a plane's
 /// product is too small to split well across many threads, and it gives
 /// the same bits wherever it runs.
-fn each_plane<T: Elem>(out: &mut [T], np: usize, len: usize, par: Parallelism, f: impl Fn(usize, &mut [T]) + Sync + Send) {
-    let out = &mut out[..np * len];
-    if matches!(par, Parallelism::None) {
-        out.chunks_mut(len).enumerate().for_each(|(xi, plane)| f(xi, plane));
-    } else {
-        out.par_chunks_mut(len).enumerate().for_each(|(xi, plane)| f(xi, plane));
-    }
+fn each_plane<T: Elem>(out: &mut [T], np: usize, len: usize, par: Parallelism, f: impl Fn(usize, &mut [T]) + Sync) {
+    chunks_each(&mut out[..np * len], len, !matches!(par, Parallelism::None), f);
 }
 
 /// `M[ξ] (O, tg) = U[ξ] (O, C) V[ξ] (C, tg)` for every plane ξ.
