@@ -16,7 +16,7 @@
 
 use super::super::conv::Geom;
 use super::super::gemm::{zeros, Elem};
-use super::{add_padded_row, load_output_row, load_padded_row, Epilogue, Tiles};
+use super::{load_output_row, Epilogue, Tiles};
 
 /// What differs between the two 6x6-tile Winograd convolutions.
 pub(super) trait Alpha6 {
@@ -132,48 +132,26 @@ pub(super) fn filter_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, du: &[T]) -> Ve
     dw
 }
 
-// Two forms of each tile transform, picked by the tiles per tile row `tw`:
-// `*_rows` runs its column passes along one tile row at a time (`tw`
-// long), `*_band` along all tile rows of the band at once, which pays for
-// copies (and, for the input, a spare tile per row) but keeps 16-lane
-// vectors full when `tw` is small. Measured with `wino_ab` (F(4x4, 3x3),
-// one thread, 64 images, best of 4-6 interleaved rounds, ms fwd / bwd):
-// 48x48 (tw 12): rows 34.9 / 72.4, band outputs 36.2 / 72.8, all band
-// 40.5 / 79.5; 24x24 (tw 6): rows 22.2 / 42.0, band outputs 19.8 / 41.2,
-// all band 17.1 / 38.6; 12x12 (tw 3, 16 images a group): rows 18.2 / 33.2,
-// band outputs 15.4 / 31.0, all band 16.5 / 34.5. F(3x3, 4x4) at 24x24
-// (tw 8), rows against all band: 48 -> 64 channels 23.8 / 49.1 against
-// 19.5 / 42.7, 64 -> 64 29.2 / 61.6 against 25.1 / 56.6.
+// The output transforms come in two forms, picked by the tiles per tile
+// row `tw`: `*_rows` runs its column passes along one tile row at a time
+// (`tw` long), `*_band` along all tile rows of the band at once, which pays
+// for copies but keeps 16-lane vectors full when `tw` is small. Measured
+// with `wino_ab` (F(4x4, 3x3), one thread, 64 images, best of 4-6
+// interleaved rounds, ms fwd / bwd): 48x48 (tw 12): rows 34.9 / 72.4, band
+// outputs 36.2 / 72.8; 24x24 (tw 6): rows 22.2 / 42.0, band outputs
+// 19.8 / 41.2; 12x12 (tw 3, 16 images a group): rows 18.2 / 33.2, band
+// outputs 15.4 / 31.0.
+//
+// The input transforms had a band form too, which won at 24x24 while the
+// planes of `V` were 4 KB-aliased (see `Tiles::plane`). Without the
+// aliasing the row form is faster at every size (2-core Xeon, best of 6
+// alternating runs, ms fwd / bwd): F(4x4, 3x3) 64 -> 64 at 24x24 band
+// 18.6 / 41.0, rows 17.5 / 36.5; F(3x3, 4x4) 64 -> 64 at 24x24 band
+// 28.0 / 67.0, rows 23.2 / 56.3; at 12x12 band 10.1 / 19.3, rows 9.0 / 17.1.
 
 /// Whether the output transforms run band-wide.
 fn band_outputs(tl: &Tiles) -> bool {
     tl.tw <= 8
-}
-
-/// Whether the input transforms run band-wide (below 5 tiles a row, the
-/// spare tile costs more than the longer vectors gain).
-fn band_inputs(tl: &Tiles) -> bool {
-    (5..=8).contains(&tl.tw)
-}
-
-/// `V[ξ][c][t]` (36, C, tg) for `ng` images `x (ng, C, H, W)`.
-#[inline(always)]
-pub(super) fn input_transform<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
-    if band_inputs(tl) {
-        input_transform_band::<K, T>(g, tl, x, ng, v)
-    } else {
-        input_transform_rows::<K, T>(g, tl, x, ng, v)
-    }
-}
-
-/// Scatter-adds `B dV B^T` of every tile into `dx (ng, C, H, W)`.
-#[inline(always)]
-pub(super) fn input_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
-    if band_inputs(tl) {
-        input_transform_bwd_band::<K, T>(g, tl, dv, ng, dx)
-    } else {
-        input_transform_bwd_rows::<K, T>(g, tl, dv, ng, dx)
-    }
 }
 
 /// `y (ng, O, OH, OW)` from `M[ξ][o][t]`, through `epi`.
@@ -200,15 +178,20 @@ pub(super) fn output_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dy:
 /// transform on six whole padded rows, then the column transform of each
 /// tile writes the 36 planes contiguously along a tile row.
 #[inline(always)]
-fn input_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
+pub(super) fn input_transform<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
     let (c_n, tw, m) = (g.c, tl.tw, K::M);
     let tg = ng * tl.t;
+    let pv = tl.plane(c_n);
     let wp = m * tw + K::R - 1;
     let len = tw + 1;
     let tap = taps::<K>(len);
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
     let (two, four, five) = consts::<T>();
-    let mut rows = vec![T::ZERO; 6 * wp];
+    // The row transform reads the image rows in place and writes only the
+    // columns inside the image: `tmp`'s padding columns stay zero, which is
+    // what the transform of zero padding gives.
+    let (lo, hi) = (pl.min(wp), (pl + g.w).min(wp));
+    let zero = vec![T::ZERO; g.w];
     let mut tmp = vec![T::ZERO; 6 * wp];
     let mut ph = vec![T::ZERO; m * len];
     for img in 0..ng {
@@ -216,20 +199,22 @@ fn input_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: u
             let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
             for ti in 0..tl.th {
                 let r0 = (m * (tl.ti0 + ti)) as isize - pt;
-                for r in 0..6 {
-                    load_padded_row(xc, g, r0 + r as isize, pl, &mut rows[r * wp..(r + 1) * wp]);
-                }
-                {
-                    let_planes!(rows, 0, wp, wp => d0, d1, d2, d3, d4, d5);
-                    let_planes!(mut tmp, 0, wp, wp => t0, t1, t2, t3, t4, t5);
-                    streams!(wp, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
+                if hi > lo {
+                    let row = |r: isize| -> &[T] {
+                        let ih = r0 + r;
+                        let src = if ih < 0 || ih >= g.h as isize { &zero[..] } else { &xc[ih as usize * g.w..][..g.w] };
+                        &src[lo - pl..hi - pl]
+                    };
+                    let (d0, d1, d2, d3, d4, d5) = (row(0), row(1), row(2), row(3), row(4), row(5));
+                    let_planes!(mut tmp, lo, wp, hi - lo => t0, t1, t2, t3, t4, t5);
+                    streams!(hi - lo, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
                 }
                 let t0 = img * tl.t + ti * tw;
                 for a in 0..6 {
                     K::split(&tmp[a * wp..(a + 1) * wp], &mut ph, len);
                     let (d0, d1, d2) = (&ph[tap[0]..][..tw], &ph[tap[1]..][..tw], &ph[tap[2]..][..tw]);
                     let (d3, d4, d5) = (&ph[tap[3]..][..tw], &ph[tap[4]..][..tw], &ph[tap[5]..][..tw]);
-                    let_planes!(mut v, (a * 6 * c_n + c) * tg + t0, c_n * tg, tw => o0, o1, o2, o3, o4, o5);
+                    let_planes!(mut v, a * 6 * pv + c * tg + t0, pv, tw => o0, o1, o2, o3, o4, o5);
                     streams!(tw, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| bt(d, two, four, five));
                 }
             }
@@ -239,9 +224,10 @@ fn input_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: u
 
 /// Scatter-adds `B dV B^T` of every tile into `dx (ng, C, H, W)`.
 #[inline(always)]
-fn input_transform_bwd_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
+pub(super) fn input_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
     let (c_n, tw, m) = (g.c, tl.tw, K::M);
     let tg = ng * tl.t;
+    let pv = tl.plane(c_n);
     let wp = m * tw + K::R - 1;
     let len = tw + 1;
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
@@ -261,7 +247,7 @@ fn input_transform_bwd_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], 
                 // column adjoint on each tile row a of dV; neighbouring tiles overlap by R - 1
                 for a in 0..6 {
                     {
-                        let_planes!(dv, (a * 6 * c_n + c) * tg + t0, c_n * tg, tw => d0, d1, d2, d3, d4, d5);
+                        let_planes!(dv, a * 6 * pv + c * tg + t0, pv, tw => d0, d1, d2, d3, d4, d5);
                         let_planes!(mut o6, 0, tw, tw => o0, o1, o2, o3, o4, o5);
                         streams!(tw, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| b6(d, two, four, five));
                     }
@@ -285,24 +271,28 @@ fn input_transform_bwd_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], 
     }
 }
 
-/// The row adjoint of one tile row, shared by both forms of
-/// `input_transform_bwd`: padded input row `r0 + k` of `xc` gets
-/// `(B e)[k]`, where `e`'s six rows sit `stride` apart and columns
-/// `lo..hi` of them fall inside the image; `rows` is scratch for six
-/// padded rows.
+/// The row adjoint of one tile row: input row `r0 + k` of `xc` gets
+/// `(B e)[k]` added in place, where `e`'s six rows sit `stride` apart and
+/// its columns `lo..hi` fall inside the image; the rows of `spare` (six
+/// rows of at least `hi - lo`) take what falls on rows outside the image.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn add_row_adjoint<T: Elem>(g: &Geom, e: &[T], stride: usize, (lo, hi): (usize, usize), rows: &mut [T], xc: &mut [T], r0: isize, pl: usize) {
-    let wp = rows.len() / 6;
+fn add_row_adjoint<T: Elem>(g: &Geom, e: &[T], stride: usize, (lo, hi): (usize, usize), spare: &mut [T], xc: &mut [T], r0: isize, pl: usize) {
     let (two, four, five) = consts::<T>();
-    {
-        let_planes!(e, lo, stride, hi - lo => e0, e1, e2, e3, e4, e5);
-        let_planes!(mut rows, lo, wp, hi - lo => q0, q1, q2, q3, q4, q5);
-        streams!(hi - lo, [e0, e1, e2, e3, e4, e5] => [q0, q1, q2, q3, q4, q5], |d| b6(d, two, four, five));
-    }
-    for k in 0..6 {
-        add_padded_row(xc, g, r0 + k as isize, pl, &rows[k * wp..(k + 1) * wp]);
-    }
+    let n = hi - lo;
+    let first = r0.clamp(0, g.h as isize) as usize;
+    let mut inside = xc[first * g.w..].chunks_exact_mut(g.w);
+    let mut outside = spare.chunks_exact_mut(spare.len() / 6);
+    let [q0, q1, q2, q3, q4, q5]: [&mut [T]; 6] = std::array::from_fn(|k| {
+        let ih = r0 + k as isize;
+        let spare = outside.next().expect("six spare rows");
+        match (0..g.h as isize).contains(&ih) {
+            true => &mut inside.next().expect("row inside the image")[lo - pl..hi - pl],
+            false => &mut spare[..n],
+        }
+    });
+    let_planes!(e, lo, stride, n => e0, e1, e2, e3, e4, e5);
+    streams!(n, [e0, e1, e2, e3, e4, e5] += [q0, q1, q2, q3, q4, q5], |d| b6(d, two, four, five));
 }
 
 /// `y (ng, O, OH, OW)` from `M[ξ][o][t]`, through `epi`.
@@ -310,6 +300,7 @@ fn add_row_adjoint<T: Elem>(g: &Geom, e: &[T], stride: usize, (lo, hi): (usize, 
 fn output_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T], epi: &Epilogue<T>) {
     let (o_n, p, tw, m) = (g.o, g.p(), tl.tw, K::M);
     let tg = ng * tl.t;
+    let pm = tl.plane(o_n);
     let mut s = vec![T::ZERO; m * 6 * tw]; // s[i][b][tj]
     let mut z = vec![T::ZERO; m * tw]; // z[j][tj]: output column m tj + j
     let mut yr = vec![T::ZERO; m * tw];
@@ -319,7 +310,7 @@ fn output_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, mm: &[T], ng:
             for ti in 0..tl.th {
                 let t0 = img * tl.t + ti * tw;
                 for b in 0..6 {
-                    K::at(tw, mm, (b * o_n + o) * tg + t0, 6 * o_n * tg, &mut s, b * tw, 6 * tw);
+                    K::at(tw, mm, b * pm + o * tg + t0, 6 * pm, &mut s, b * tw, 6 * tw);
                 }
                 for i in 0..m {
                     let oh = m * (tl.ti0 + ti) + i;
@@ -340,6 +331,7 @@ fn output_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, mm: &[T], ng:
 fn output_transform_bwd_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
     let (o_n, p, tw, m) = (g.o, g.p(), tl.tw, K::M);
     let tg = ng * tl.t;
+    let pm = tl.plane(o_n);
     let wq = m * tw;
     let mut rows = vec![T::ZERO; m * wq];
     let mut r6 = vec![T::ZERO; 6 * wq];
@@ -355,121 +347,8 @@ fn output_transform_bwd_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dy: &[T],
                 let t0 = img * tl.t + ti * tw;
                 for a in 0..6 {
                     K::split(&r6[a * wq..(a + 1) * wq], &mut ph, tw);
-                    K::a(tw, &ph, 0, tw, dm, (a * 6 * o_n + o) * tg + t0, o_n * tg);
+                    K::a(tw, &ph, 0, tw, dm, a * 6 * pm + o * tg + t0, pm);
                 }
-            }
-        }
-    }
-}
-
-/// `V[ξ][c][t]` (36, C, tg) for `ng` images `x (ng, C, H, W)`, one channel
-/// at a time over all `rows = ng * th` tile rows of the band: the row
-/// transform on each tile row's six padded rows, then the column transform
-/// on the phases of all the rows at once. Each tile row is `q = tw + 1`
-/// tiles long there (the spare one is dropped when copying into `V`), so
-/// the column transform runs over `rows * q` values instead of `tw`, which
-/// is 12, 6 or 3 at 48x48, 24x24 and 12x12: too short for 16-lane vectors.
-#[inline(always)]
-fn input_transform_band<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
-    let (c_n, th, tw, m, q) = (g.c, tl.th, tl.tw, K::M, tl.q);
-    let (rows, tg) = (ng * th, ng * tl.t);
-    let wpp = m * q;
-    let hp = m * th + K::R - 1;
-    let n = rows * q;
-    let tap = taps::<K>(n + 1);
-    let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
-    let r_first = (m * tl.ti0) as isize - pt;
-    let (two, four, five) = consts::<T>();
-    let mut xp = vec![T::ZERO; hp * wpp];
-    let mut tmp = vec![T::ZERO; 6 * rows * wpp];
-    let mut ph = vec![T::ZERO; m * (n + 1)];
-    let mut out = vec![T::ZERO; 6 * n];
-    for c in 0..c_n {
-        for img in 0..ng {
-            let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
-            for rr in 0..hp {
-                load_padded_row(xc, g, r_first + rr as isize, pl, &mut xp[rr * wpp..(rr + 1) * wpp]);
-            }
-            for ti in 0..th {
-                let row = img * th + ti;
-                let_planes!(xp, m * ti * wpp, wpp, wpp => d0, d1, d2, d3, d4, d5);
-                let_planes!(mut tmp, row * wpp, rows * wpp, wpp => t0, t1, t2, t3, t4, t5);
-                streams!(wpp, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
-            }
-        }
-        for a in 0..6 {
-            // the phases run on across rows, so one more value at the end
-            // keeps the spare tile of the last row in bounds
-            K::split(&tmp[a * rows * wpp..(a + 1) * rows * wpp], &mut ph, n + 1);
-            {
-                let (d0, d1, d2) = (&ph[tap[0]..][..n], &ph[tap[1]..][..n], &ph[tap[2]..][..n]);
-                let (d3, d4, d5) = (&ph[tap[3]..][..n], &ph[tap[4]..][..n], &ph[tap[5]..][..n]);
-                let_planes!(mut out, 0, n, n => o0, o1, o2, o3, o4, o5);
-                streams!(n, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| bt(d, two, four, five));
-            }
-            for b in 0..6 {
-                let base = ((a * 6 + b) * c_n + c) * tg;
-                for row in 0..rows {
-                    v[base + row * tw..base + (row + 1) * tw].copy_from_slice(&out[b * n + row * q..][..tw]);
-                }
-            }
-        }
-    }
-}
-
-/// Scatter-adds `B dV B^T` of every tile into `dx (ng, C, H, W)`: the
-/// adjoint of [`input_transform_band`], with the same long column passes (over
-/// `rows * q` values, a zero spare tile ending each row).
-#[inline(always)]
-fn input_transform_bwd_band<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
-    let (c_n, th, tw, m, q) = (g.c, tl.th, tl.tw, K::M, tl.q);
-    let (rows, tg) = (ng * th, ng * tl.t);
-    let wpp = m * q;
-    let n = rows * q;
-    let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
-    let (two, four, five) = consts::<T>();
-    let mut dq = vec![T::ZERO; 6 * n];
-    // o6[k][1 + u]: tap k of tile u; the leading zero stands for tile -1
-    let mut o6 = vec![T::ZERO; 6 * (n + 1)];
-    let mut ph = vec![T::ZERO; m * n];
-    let mut e = vec![T::ZERO; 6 * rows * wpp];
-    let mut rows6 = vec![T::ZERO; 6 * wpp];
-    let lo = pl.min(wpp);
-    let hi = (pl + g.w).min(wpp);
-    for c in 0..c_n {
-        // column adjoint on each tile row a of dV
-        for a in 0..6 {
-            for b in 0..6 {
-                let src = &dv[((a * 6 + b) * c_n + c) * tg..][..tg];
-                let d = &mut dq[b * n..(b + 1) * n];
-                for row in 0..rows {
-                    d[row * q..row * q + tw].copy_from_slice(&src[row * tw..(row + 1) * tw]);
-                    d[row * q + tw..(row + 1) * q].fill(T::ZERO);
-                }
-            }
-            {
-                let_planes!(dq, 0, n, n => d0, d1, d2, d3, d4, d5);
-                let_planes!(mut o6, 1, n + 1, n => o0, o1, o2, o3, o4, o5);
-                streams!(n, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| b6(d, two, four, five));
-            }
-            // phase p of tile u: its tap p plus tap p + M of tile u - 1 (neighbouring tiles overlap by R - 1)
-            for p in 0..m {
-                let dst = &mut ph[p * n..(p + 1) * n];
-                dst.copy_from_slice(&o6[p * (n + 1) + 1..][..n]);
-                if p + m < 6 {
-                    dst.iter_mut().zip(&o6[(p + m) * (n + 1)..][..n]).for_each(|(d, &s)| *d += s);
-                }
-            }
-            K::merge(&ph, n, &mut e[a * rows * wpp..(a + 1) * rows * wpp]);
-        }
-        if hi <= lo {
-            continue;
-        }
-        for img in 0..ng {
-            let xc = &mut dx[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
-            for ti in 0..th {
-                let r0 = (m * (tl.ti0 + ti)) as isize - pt;
-                add_row_adjoint(g, &e[(img * th + ti) * wpp..], rows * wpp, (lo, hi), &mut rows6, xc, r0, pl);
             }
         }
     }
@@ -482,13 +361,14 @@ fn input_transform_bwd_band<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], 
 fn output_transform_band<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T], epi: &Epilogue<T>) {
     let (o_n, p, th, tw, m) = (g.o, g.p(), tl.th, tl.tw, K::M);
     let tg = ng * tl.t;
+    let pm = tl.plane(o_n);
     let wq = m * tw;
     let mut s = vec![T::ZERO; m * 6 * tg]; // s[i][b][t]
     let mut z = vec![T::ZERO; m * tg]; // z[j][t]: output column m tj + j
     let mut yr = vec![T::ZERO; m * tg]; // output row i of every tile row, wq apart
     for o in 0..o_n {
         for b in 0..6 {
-            K::at(tg, mm, (b * o_n + o) * tg, 6 * o_n * tg, &mut s, b * tg, 6 * tg);
+            K::at(tg, mm, b * pm + o * tg, 6 * pm, &mut s, b * tg, 6 * tg);
         }
         for i in 0..m {
             K::at(tg, &s, i * 6 * tg, tg, &mut z, 0, tg);
@@ -514,6 +394,7 @@ fn output_transform_band<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, mm: &[T], ng:
 fn output_transform_bwd_band<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
     let (o_n, p, th, tw, m) = (g.o, g.p(), tl.th, tl.tw, K::M);
     let tg = ng * tl.t;
+    let pm = tl.plane(o_n);
     let (rows, wq) = (ng * th, m * tw);
     let n = rows * wq;
     let mut dz = vec![T::ZERO; m * n]; // dz[i][row][wq]: dY row m ti + i of each tile row
@@ -532,7 +413,7 @@ fn output_transform_bwd_band<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dy: &[T],
         K::a(n, &dz, 0, n, &mut r6, 0, n);
         for a in 0..6 {
             K::split(&r6[a * n..(a + 1) * n], &mut ph, tg);
-            K::a(tg, &ph, 0, tg, dm, (a * 6 * o_n + o) * tg, o_n * tg);
+            K::a(tg, &ph, 0, tg, dm, a * 6 * pm + o * tg, pm);
         }
     }
 }
@@ -548,7 +429,7 @@ mod tests {
         (0..len).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f64 / 1001.0 - 1.0).collect()
     }
 
-    /// Both forms of all four transforms, on every band of every group,
+    /// Both forms of the output transforms, on every band of every group,
     /// give the same bits (the same sums in the same order).
     fn band_and_rows_agree<K: Alpha6>(m: usize) {
         let r = K::R;
@@ -563,25 +444,15 @@ mod tests {
         for (i, &(n, c, h, w, o, pad)) in cases.iter().enumerate() {
             let g = Geom::new(&[n, c, h, w], &[o, c, r, r], pad, 1).unwrap();
             let tl = Tiles::new(&g, transform(m, r), true);
-            let (x, chw, op) = (fill(n * g.chw(), i), g.chw(), o * g.p());
+            let op = o * g.p();
             let dy = fill(n * op, i + 7);
             for gi in 0..tl.groups {
                 let (n0, ng) = tl.images(&g, gi);
-                let (xg, dyg) = (&x[n0 * chw..(n0 + ng) * chw], &dy[n0 * op..(n0 + ng) * op]);
+                let dyg = &dy[n0 * op..(n0 + ng) * op];
                 for b in 0..tl.bands {
                     let bl = tl.band(b);
-                    let tg = ng * bl.t;
                     let ctx = format!("F({m}, {r}) case {i} group {gi} band {b} (tw {})", bl.tw);
-                    let (mut v1, mut v2) = (vec![0.0; 36 * c * tg], vec![0.0; 36 * c * tg]);
-                    input_transform_rows::<K, f64>(&g, &bl, xg, ng, &mut v1);
-                    input_transform_band::<K, f64>(&g, &bl, xg, ng, &mut v2);
-                    assert_eq!(v1, v2, "{ctx}: input");
-                    let (mut dx1, mut dx2) = (vec![0.0; ng * chw], vec![0.0; ng * chw]);
-                    let dv = fill(36 * c * tg, i + 3);
-                    input_transform_bwd_rows::<K, f64>(&g, &bl, &dv, ng, &mut dx1);
-                    input_transform_bwd_band::<K, f64>(&g, &bl, &dv, ng, &mut dx2);
-                    assert_eq!(dx1, dx2, "{ctx}: input bwd");
-                    let mm = fill(36 * o * tg, i + 5);
+                    let mm = fill(bl.block(36, o), i + 5);
                     let (bias, epi) = (fill(o, i), Epilogue::NONE);
                     for epi in [epi, Epilogue { bias: Some(&bias), relu: true }] {
                         let (mut y1, mut y2) = (vec![0.0; ng * op], vec![0.0; ng * op]);
@@ -589,7 +460,7 @@ mod tests {
                         output_transform_band::<K, f64>(&g, &bl, &mm, ng, &mut y2, &epi);
                         assert_eq!(y1, y2, "{ctx}: output");
                     }
-                    let (mut dm1, mut dm2) = (vec![0.0; 36 * o * tg], vec![0.0; 36 * o * tg]);
+                    let (mut dm1, mut dm2) = (vec![0.0; bl.block(36, o)], vec![0.0; bl.block(36, o)]);
                     output_transform_bwd_rows::<K, f64>(&g, &bl, dyg, ng, &mut dm1);
                     output_transform_bwd_band::<K, f64>(&g, &bl, dyg, ng, &mut dm2);
                     assert_eq!(dm1, dm2, "{ctx}: output bwd");
@@ -606,5 +477,51 @@ mod tests {
     #[test]
     fn band_and_row_transforms_agree_f34() {
         band_and_rows_agree::<F34>(3);
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::super::f43::F43;
+    use super::super::super::simd;
+    use super::super::{transform, Tiles};
+    use super::*;
+    use std::time::Instant;
+
+    /// The four F(4x4, 3x3) tile transforms of one layer alone, 64 images,
+    /// C -> C channels, best of 5 (ms): `TT_CASES=64x24,128x12` (C x HW).
+    /// `cargo test --release -- --ignored --nocapture transform_timing`
+    #[test]
+    #[ignore]
+    fn transform_timing() {
+        let cases = std::env::var("TT_CASES").unwrap_or_else(|_| "48x48,48x24,64x24,64x12,124x12".into());
+        for case in cases.split(',') {
+            let (c, hw) = case.split_once('x').expect("C x HW");
+            let (c, hw): (usize, usize) = (c.parse().unwrap(), hw.parse().unwrap());
+            let g = Geom::new(&[64, c, hw, hw], &[c, c, 3, 3], [1; 4], 1).unwrap();
+            let tl = Tiles::new(&g, transform(4, 3), true);
+            let x: Vec<f32> = (0..64 * g.chw()).map(|i| (i % 97) as f32 / 97.0).collect();
+            let mut y = vec![0f32; 64 * g.chw()];
+            let mut v: Vec<f32> = (0..tl.block(36, c)).map(|i| (i % 89) as f32 / 89.0).collect();
+            let mut best = [f64::MAX; 4];
+            for _ in 0..5 {
+                for (k, best) in best.iter_mut().enumerate() {
+                    let t = Instant::now();
+                    for gi in 0..tl.groups {
+                        let (n0, ng) = tl.images(&g, gi);
+                        let (xg, yg) = (&x[n0 * g.chw()..(n0 + ng) * g.chw()], &mut y[n0 * g.chw()..(n0 + ng) * g.chw()]);
+                        simd::dispatch(|| match k {
+                            0 => input_transform::<F43, f32>(&g, &tl, xg, ng, &mut v),
+                            1 => output_transform::<F43, f32>(&g, &tl, &v, ng, yg, &Epilogue::NONE),
+                            2 => input_transform_bwd::<F43, f32>(&g, &tl, &v, ng, yg),
+                            _ => output_transform_bwd::<F43, f32>(&g, &tl, xg, ng, &mut v),
+                        });
+                    }
+                    *best = best.min(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            let [i, o, ib, ob] = best;
+            println!("{c} channels {hw}x{hw} (tw {}): input {i:.2}, output {o:.2}, input bwd {ib:.2}, output bwd {ob:.2}", tl.tw);
+        }
     }
 }

@@ -76,6 +76,7 @@ pub(super) fn filter_transform_bwd<T: Elem>(g: &Geom, du: &[T]) -> Vec<T> {
 pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
     let (c_n, tw) = (g.c, tl.tw);
     let tg = ng * tl.t;
+    let pv = tl.plane(c_n);
     let wp = 2 * tw + 2;
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
     let mut rows = vec![T::ZERO; 4 * wp];
@@ -105,7 +106,7 @@ pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize,
                 let t0 = img * tl.t + ti * tw;
                 for a in 0..4 {
                     let ta = &tmp[a * wp..(a + 1) * wp];
-                    let base = |b: usize| ((a * 4 + b) * c_n + c) * tg + t0;
+                    let base = |b: usize| (a * 4 + b) * pv + c * tg + t0;
                     for (tj, o) in v[base(0)..base(0) + tw].iter_mut().enumerate() {
                         *o = ta[2 * tj] - ta[2 * tj + 2];
                     }
@@ -128,6 +129,7 @@ pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize,
 pub(super) fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
     let (c_n, tw) = (g.c, tl.tw);
     let tg = ng * tl.t;
+    let pv = tl.plane(c_n);
     let wp = 2 * tw + 2;
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
     let mut e = vec![T::ZERO; 4 * wp];
@@ -141,7 +143,7 @@ pub(super) fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: u
                 for a in 0..4 {
                     let ea = &mut e[a * wp..(a + 1) * wp];
                     ea.fill(T::ZERO);
-                    let d = |b: usize| &dv[((a * 4 + b) * c_n + c) * tg + t0..((a * 4 + b) * c_n + c) * tg + t0 + tw];
+                    let d = |b: usize| &dv[(a * 4 + b) * pv + c * tg + t0..][..tw];
                     let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
                     for tj in 0..tw {
                         ea[2 * tj] += d0[tj];
@@ -188,6 +190,7 @@ pub(super) fn input_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: u
 pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize, y: &mut [T], epi: &Epilogue<T>) {
     let (o_n, p, tw) = (g.o, g.p(), tl.tw);
     let tg = ng * tl.t;
+    let pm = tl.plane(o_n);
     let mut s = vec![T::ZERO; 8 * tw]; // s[i][b][tj]
     let mut yr = vec![T::ZERO; 2 * tw];
     for img in 0..ng {
@@ -195,7 +198,7 @@ pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize
             let yo = &mut y[(img * o_n + o) * p..(img * o_n + o + 1) * p];
             for ti in 0..tl.th {
                 let t0 = img * tl.t + ti * tw;
-                let mab = |a: usize, b: usize| &m[((a * 4 + b) * o_n + o) * tg + t0..((a * 4 + b) * o_n + o) * tg + t0 + tw];
+                let mab = |a: usize, b: usize| &m[(a * 4 + b) * pm + o * tg + t0..][..tw];
                 for b in 0..4 {
                     let (m0, m1, m2, m3) = (mab(0, b), mab(1, b), mab(2, b), mab(3, b));
                     let (s0, s1) = s.split_at_mut(4 * tw);
@@ -228,6 +231,7 @@ pub(super) fn output_transform<T: Elem>(g: &Geom, tl: &Tiles, m: &[T], ng: usize
 pub(super) fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
     let (o_n, p, tw) = (g.o, g.p(), tl.tw);
     let tg = ng * tl.t;
+    let pm = tl.plane(o_n);
     let wq = 2 * tw;
     let mut rows = vec![T::ZERO; 2 * wq];
     let mut r4 = vec![T::ZERO; 4 * wq];
@@ -253,7 +257,7 @@ pub(super) fn output_transform_bwd<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: 
                 let t0 = img * tl.t + ti * tw;
                 for a in 0..4 {
                     let ra = &r4[a * wq..(a + 1) * wq];
-                    let base = |b: usize| ((a * 4 + b) * o_n + o) * tg + t0;
+                    let base = |b: usize| (a * 4 + b) * pm + o * tg + t0;
                     for (tj, d) in dm[base(0)..base(0) + tw].iter_mut().enumerate() {
                         *d = ra[2 * tj];
                     }

@@ -465,13 +465,22 @@ impl Tiles {
         let th = self.band_rows.min(self.th - ti0);
         Tiles { th, t: th * self.tw, ti0, ..*self }
     }
-    /// Most tiles one band of a group holds.
-    fn max_band_tiles(&self, ng: usize) -> usize {
-        ng * self.band_rows * self.tw
+    /// Elements from one plane `ξ` of `V` or `M` to the next, for `rows`
+    /// channels (`[c][t]` within a plane, `tg` apart): room for the most
+    /// tiles a band of a group holds, padded to an odd number of cache
+    /// lines. Unpadded, `rows * tg` is often a multiple of 4 KB (64
+    /// channels of the usual 144 tiles are 36 KB), and then the tile
+    /// transforms' 36 streams, one per plane, all fall in the same L1
+    /// cache set: 64- and 128-channel transforms measured 1.7x slower
+    /// than 63- or 127-channel ones (`transform_timing`).
+    fn plane(&self, rows: usize) -> usize {
+        let lines = (rows * self.gs * self.band_rows * self.tw).div_ceil(16);
+        16 * (lines | 1)
     }
-    /// Offset of band view `bl`'s `V` inside its group's `V` (`ng` images).
-    fn band_offset(&self, bl: &Tiles, ng: usize, per_tile: usize) -> usize {
-        per_tile * ng * bl.ti0 * self.tw
+    /// Elements of `V` (or `M`) one band of a group takes, whatever its
+    /// size: kept tiles are found at `(group * bands + band) * block`.
+    fn block(&self, np: usize, rows: usize) -> usize {
+        np * self.plane(rows)
     }
 }
 
@@ -598,6 +607,7 @@ fn add_padded_row<T: Elem>(xc: &mut [T], g: &Geom, ih: isize, pl: usize, src: &[
 fn input_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
     let (c_n, th, tw, a, m, q) = (g.c, tl.th, tl.tw, tf.alpha, tl.m, tl.q);
     let (rows, wpp, tg) = (ng * th, m * q, ng * tl.t);
+    let pv = tl.plane(c_n);
     let hp = m * th + tf.r - 1;
     let pl_len = rows * q + a;
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
@@ -632,7 +642,7 @@ fn input_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, x: &[T], ng: u
                     let s = (k % m) * pl_len + k / m;
                     &ph[s..s + rows * q]
                 });
-                let base = ((i * a + b) * c_n + c) * tg;
+                let base = (i * a + b) * pv + c * tg;
                 for row in 0..rows {
                     v[base + row * tw..base + (row + 1) * tw].copy_from_slice(&out[row * q..row * q + tw]);
                 }
@@ -646,6 +656,7 @@ fn input_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, x: &[T], ng: u
 fn input_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
     let (c_n, th, tw, a, m, q) = (g.c, tl.th, tl.tw, tf.alpha, tl.m, tl.q);
     let (rows, wpp, tg) = (ng * th, m * q, ng * tl.t);
+    let pv = tl.plane(c_n);
     let hp = m * th + tf.r - 1;
     let pl_len = rows * q + a;
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
@@ -659,7 +670,7 @@ fn input_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dv: &[T], 
         // column adjoint, per row of the tile: e_i = phases of sum_k BT[.][k] dV
         for i in 0..a {
             for b in 0..a {
-                let base = ((i * a + b) * c_n + c) * tg;
+                let base = (i * a + b) * pv + c * tg;
                 let d = &mut dout[b * rows * q..(b + 1) * rows * q];
                 for row in 0..rows {
                     d[row * q..row * q + tw].copy_from_slice(&dv[base + row * tw..base + (row + 1) * tw]);
@@ -703,6 +714,7 @@ fn input_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dv: &[T], 
 fn output_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T], epi: &Epilogue<T>) {
     let (o_n, p, th, tw, a, m) = (g.o, g.p(), tl.th, tl.tw, tf.alpha, tl.m);
     let tg = ng * tl.t;
+    let pm = tl.plane(o_n);
     let mut s = vec![T::ZERO; a * tg];
     let mut z = vec![T::ZERO; m * tg];
     let full = g.ow / m; // tiles whose m columns are all inside the row
@@ -710,7 +722,7 @@ fn output_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, mm: &[T], ng:
         for i in 0..m {
             for b in 0..a {
                 lincomb(&mut s[b * tg..(b + 1) * tg], &tf.at_rows[i], |k| {
-                    let base = ((k * a + b) * o_n + o) * tg;
+                    let base = (k * a + b) * pm + o * tg;
                     &mm[base..base + tg]
                 });
             }
@@ -747,6 +759,7 @@ fn output_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, mm: &[T], ng:
 fn output_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dy: &[T], ng: usize, dm: &mut [T]) {
     let (o_n, p, th, tw, a, m) = (g.o, g.p(), tl.th, tl.tw, tf.alpha, tl.m);
     let tg = ng * tl.t;
+    let pm = tl.plane(o_n);
     let mut dz = vec![T::ZERO; m * tg];
     let mut ds = vec![T::ZERO; m * a * tg];
     let full = g.ow / m;
@@ -783,7 +796,7 @@ fn output_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dy: &[T],
         }
         for k in 0..a {
             for b in 0..a {
-                let base = ((k * a + b) * o_n + o) * tg;
+                let base = (k * a + b) * pm + o * tg;
                 lincomb(&mut dm[base..base + tg], &tf.at_cols[k], |i| &ds[(i * a + b) * tg..(i * a + b + 1) * tg]);
             }
         }
@@ -800,10 +813,20 @@ fn each_plane<T: Elem>(out: &mut [T], np: usize, len: usize, par: Parallelism, f
     chunks_each(&mut out[..np * len], len, !matches!(par, Parallelism::None), f);
 }
 
+/// The plane strides of `V` and `M` ([`Tiles::plane`]) and the tiles of
+/// the band (`tg`, the row length within a plane).
+#[derive(Clone, Copy)]
+struct Planes {
+    pv: usize,
+    pm: usize,
+    tg: usize,
+}
+
 /// `M[ξ] (O, tg) = U[ξ] (O, C) V[ξ] (C, tg)` for every plane ξ.
 #[allow(clippy::too_many_arguments)]
-fn planes_fwd<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, u: &[T], v: &[T], mm: &mut [T], par: Parallelism) {
-    each_plane(mm, np, o_n * tg, par, |xi, m| {
+fn planes_fwd<T: Elem>(np: usize, o_n: usize, c_n: usize, pl: Planes, u: &[T], v: &[T], mm: &mut [T], par: Parallelism) {
+    let Planes { pv, pm, tg } = pl;
+    each_plane(mm, np, pm, par, |xi, m| {
         gemm(
             o_n,
             tg,
@@ -812,7 +835,7 @@ fn planes_fwd<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, u: &[T], v:
             tg,
             false,
             Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-            Mat::row_major(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+            Mat::row_major(&v[xi * pv..][..c_n * tg], tg),
             Parallelism::None,
         )
     });
@@ -820,8 +843,9 @@ fn planes_fwd<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, u: &[T], v:
 
 /// `dV[ξ] (C, tg) = U[ξ]^T dM[ξ]` for every plane ξ.
 #[allow(clippy::too_many_arguments)]
-fn planes_bwd_input<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, u: &[T], dm: &[T], dv: &mut [T], par: Parallelism) {
-    each_plane(dv, np, c_n * tg, par, |xi, d| {
+fn planes_bwd_input<T: Elem>(np: usize, o_n: usize, c_n: usize, pl: Planes, u: &[T], dm: &[T], dv: &mut [T], par: Parallelism) {
+    let Planes { pv, pm, tg } = pl;
+    each_plane(dv, np, pv, par, |xi, d| {
         gemm(
             c_n,
             tg,
@@ -830,7 +854,7 @@ fn planes_bwd_input<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, u: &[
             tg,
             false,
             Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-            Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
+            Mat::row_major(&dm[xi * pm..][..o_n * tg], tg),
             Parallelism::None,
         )
     });
@@ -838,7 +862,8 @@ fn planes_bwd_input<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, u: &[
 
 /// `dU[ξ] (O, C) (+)= dM[ξ] V[ξ]^T` for every plane ξ (added with `accumulate`).
 #[allow(clippy::too_many_arguments)]
-fn planes_bwd_weight<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, dm: &[T], v: &[T], du: &mut [T], accumulate: bool, par: Parallelism) {
+fn planes_bwd_weight<T: Elem>(np: usize, o_n: usize, c_n: usize, pl: Planes, dm: &[T], v: &[T], du: &mut [T], accumulate: bool, par: Parallelism) {
+    let Planes { pv, pm, tg } = pl;
     each_plane(du, np, o_n * c_n, par, |xi, d| {
         gemm(
             o_n,
@@ -847,8 +872,8 @@ fn planes_bwd_weight<T: Elem>(np: usize, o_n: usize, c_n: usize, tg: usize, dm: 
             d,
             c_n,
             accumulate,
-            Mat::row_major(&dm[xi * o_n * tg..(xi + 1) * o_n * tg], tg),
-            Mat::transposed(&v[xi * c_n * tg..(xi + 1) * c_n * tg], tg),
+            Mat::row_major(&dm[xi * pm..][..o_n * tg], tg),
+            Mat::transposed(&v[xi * pv..][..c_n * tg], tg),
             Parallelism::None,
         )
     });
@@ -873,23 +898,23 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
     }
     let u = k.filter(g, w);
     let par = inner_par(tl.groups);
+    let (bv, bm) = (tl.block(np, c_n), tl.block(np, o_n));
     // `kept`: the group's slice of the kept tiles, else scratch is used.
     let run = |gi: usize, yg: &mut [T], mut kept: Option<&mut [T]>| {
         let (n0, ng) = tl.images(g, gi);
         let xg = &x[n0 * chw..(n0 + ng) * chw];
-        let most = tl.max_band_tiles(ng);
-        let scratch = np * o_n * most + if kept.is_none() { np * c_n * most } else { 0 };
+        let scratch = bm + if kept.is_none() { bv } else { 0 };
         T::with_scratch(scratch, |buf| {
-            let (mm, vs) = buf.split_at_mut(np * o_n * most);
+            let (mm, vs) = buf.split_at_mut(bm);
             for b in 0..tl.bands {
                 let bl = tl.band(b);
-                let tg = ng * bl.t;
+                let pl = Planes { pv: tl.plane(c_n), pm: tl.plane(o_n), tg: ng * bl.t };
                 let v = match kept.as_deref_mut() {
-                    Some(kv) => &mut kv[tl.band_offset(&bl, ng, np * c_n)..][..np * c_n * tg],
-                    None => &mut vs[..np * c_n * tg],
+                    Some(kv) => &mut kv[b * bv..][..bv],
+                    None => &mut vs[..bv],
                 };
                 k.input(g, &bl, xg, ng, v);
-                planes_fwd(np, o_n, c_n, tg, &u, v, mm, par);
+                planes_fwd(np, o_n, c_n, pl, &u, v, mm, par);
                 k.output(g, &bl, mm, ng, yg, epi);
             }
         })
@@ -900,8 +925,8 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
         y.par_chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg, None));
         return (y, None);
     }
-    let mut kept = pooled::<T>(np * c_n * tl.t * g.n);
-    let jobs: Vec<_> = y.chunks_mut(tl.gs * op).zip(kept.chunks_mut(np * c_n * tl.gs * tl.t)).enumerate().collect();
+    let mut kept = pooled::<T>(bv * tl.bands * tl.groups);
+    let jobs: Vec<_> = y.chunks_mut(tl.gs * op).zip(kept.chunks_mut(bv * tl.bands)).enumerate().collect();
     jobs.into_par_iter().for_each(|(gi, (yg, v))| run(gi, yg, Some(v)));
     (y, Some(kept))
 }
@@ -955,6 +980,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
     let parts = tl.groups.div_ceil(per_part);
     let par = inner_par(parts);
     let part_images = per_part * tl.gs;
+    let (bv, bm) = (tl.block(np, c_n), tl.block(np, o_n));
     let mut jobs = Vec::with_capacity(parts);
     let (mut dx_rest, mut db_rest) = (&mut dx[..], &mut db_img[..]);
     for part in 0..parts {
@@ -971,11 +997,10 @@ pub fn conv2d_bwd_fused<T: Elem>(
         let first = part * part_images;
         for gi in g0..g1 {
             let (n0, ng) = tl.images(g, gi);
-            let most = tl.max_band_tiles(ng);
             let masked = if relu_out.is_some() { ng * op } else { 0 };
-            T::with_scratch(np * (c_n + o_n) * most + masked, |buf| {
-                let (vs, rest) = buf.split_at_mut(np * c_n * most);
-                let (dm, rest) = rest.split_at_mut(np * o_n * most);
+            T::with_scratch(bv + bm + masked, |buf| {
+                let (vs, rest) = buf.split_at_mut(bv);
+                let (dm, rest) = rest.split_at_mut(bm);
                 let dyg = &dy[n0 * op..(n0 + ng) * op];
                 let dyg: &[T] = match relu_out {
                     Some(y) => {
@@ -999,23 +1024,22 @@ pub fn conv2d_bwd_fused<T: Elem>(
                 let dxg = if want.dx { &mut dx_part[(n0 - first) * chw..(n0 - first + ng) * chw] } else { &mut [][..] };
                 for b in 0..tl.bands {
                     let bl = tl.band(b);
-                    let tg = ng * bl.t;
-                    let (v, dm) = (&mut vs[..np * c_n * tg], &mut dm[..np * o_n * tg]);
+                    let pl = Planes { pv: tl.plane(c_n), pm: tl.plane(o_n), tg: ng * bl.t };
                     k.output_bwd(g, &bl, dyg, ng, dm);
                     if let Some(du) = du.as_mut() {
                         let vg: &[T] = match kept {
-                            Some(vk) => &vk[np * c_n * tl.t * n0 + tl.band_offset(&bl, ng, np * c_n)..][..np * c_n * tg],
+                            Some(vk) => &vk[(gi * tl.bands + b) * bv..][..bv],
                             None => {
-                                k.input(g, &bl, xg, ng, v);
-                                v
+                                k.input(g, &bl, xg, ng, vs);
+                                vs
                             }
                         };
-                        planes_bwd_weight(np, o_n, c_n, tg, dm, vg, du, gi > g0 || b > 0, par);
+                        planes_bwd_weight(np, o_n, c_n, pl, dm, vg, du, gi > g0 || b > 0, par);
                     }
                     if let Some(u) = &u {
-                        // `v` is free again: it takes dV.
-                        planes_bwd_input(np, o_n, c_n, tg, u, dm, v, par);
-                        k.input_bwd(g, &bl, v, ng, dxg);
+                        // `vs` is free again: it takes dV.
+                        planes_bwd_input(np, o_n, c_n, pl, u, dm, vs, par);
+                        k.input_bwd(g, &bl, vs, ng, dxg);
                     }
                 }
             });

@@ -25,6 +25,28 @@ macro_rules! stream_fn {
     };
 }
 stream_fn!(stream66, 6 [i0, i1, i2, i3, i4, i5], 6 [o0, o1, o2, o3, o4, o5]);
+
+/// `outs[.][j] += f(ins[.][j])[.]` for `j < n` (as [`stream66`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn stream66_add<T: Elem>(
+    n: usize,
+    i: [&[T]; 6],
+    o: [&mut [T]; 6],
+    f: impl Fn([T; 6]) -> [T; 6],
+) {
+    let [i0, i1, i2, i3, i4, i5] = i.map(|s| &s[..n]);
+    let [o0, o1, o2, o3, o4, o5] = o.map(|s| &mut s[..n]);
+    for j in 0..n {
+        let r = f([i0[j], i1[j], i2[j], i3[j], i4[j], i5[j]]);
+        o0[j] += r[0];
+        o1[j] += r[1];
+        o2[j] += r[2];
+        o3[j] += r[3];
+        o4[j] += r[4];
+        o5[j] += r[5];
+    }
+}
 stream_fn!(stream64, 6 [i0, i1, i2, i3, i4, i5], 4 [o0, o1, o2, o3]);
 stream_fn!(stream46, 4 [i0, i1, i2, i3], 6 [o0, o1, o2, o3, o4, o5]);
 stream_fn!(stream63, 6 [i0, i1, i2, i3, i4, i5], 3 [o0, o1, o2]);
@@ -32,6 +54,10 @@ stream_fn!(stream36, 3 [i0, i1, i2], 6 [o0, o1, o2, o3, o4, o5]);
 
 /// `streams!(n, [ins] => [outs], f)`: the [`stream_fn`] for that many streams.
 macro_rules! streams {
+    ($n:expr, [$i0:ident, $i1:ident, $i2:ident, $i3:ident, $i4:ident, $i5:ident]
+        += [$o0:ident, $o1:ident, $o2:ident, $o3:ident, $o4:ident, $o5:ident], $f:expr) => {
+        $crate::ops::winograd::streams::stream66_add($n, [$i0, $i1, $i2, $i3, $i4, $i5], [$o0, $o1, $o2, $o3, $o4, $o5], $f)
+    };
     ($n:expr, [$i0:ident, $i1:ident, $i2:ident, $i3:ident, $i4:ident, $i5:ident]
         => [$o0:ident, $o1:ident, $o2:ident, $o3:ident, $o4:ident, $o5:ident], $f:expr) => {
         $crate::ops::winograd::streams::stream66($n, $i0, $i1, $i2, $i3, $i4, $i5, $o0, $o1, $o2, $o3, $o4, $o5, $f)
