@@ -4,7 +4,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, T
 use rayon::prelude::*;
 
 use super::{filled, value, Param};
-use crate::ops::gemm::contiguous_slice;
+use crate::ops::gemm::{contiguous_slice, par_filled};
 
 /// Batch normalisation over (N, H, W) per channel, Keras flavour: the running
 /// statistics move as `running = momentum * running + (1 - momentum) * batch`
@@ -149,11 +149,13 @@ fn nc_plane(shape: &[usize]) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// Sums `f(a_i, b_i, c_i)` over one channel's planes of three (N, C, plane)
-/// buffers, in a fixed order (so results do not depend on the thread count):
-/// 16 f32 lanes per plane, vectorisable, and f64 across lanes and planes.
+/// Sums each of the `K` values of `f(a_i, b_i, c_i)` over one channel's
+/// planes of three (N, C, plane) buffers, in a fixed order (so results do
+/// not depend on the thread count): 16 f32 lanes per plane, vectorisable,
+/// and f64 across lanes and planes. The `K` sums share one pass over the
+/// buffers; each is added up exactly as it would be alone.
 #[allow(clippy::too_many_arguments)]
-fn channel_sum(
+fn channel_sums<const K: usize>(
     n: usize,
     c: usize,
     plane: usize,
@@ -161,22 +163,27 @@ fn channel_sum(
     a: &[f32],
     b: &[f32],
     cc: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32,
-) -> f64 {
+    f: impl Fn(f32, f32, f32) -> [f32; K],
+) -> [f64; K] {
     const LANES: usize = 16;
-    let mut total = 0f64;
+    let mut total = [0f64; K];
     for img in 0..n {
         let range = (img * c + ch) * plane..(img * c + ch + 1) * plane;
         let (a, b, cc) = (&a[range.clone()], &b[range.clone()], &cc[range]);
         let body = plane / LANES * LANES;
-        let mut acc = [0f32; LANES];
+        let mut acc = [[0f32; LANES]; K];
         for ((a, b), cc) in a[..body].chunks_exact(LANES).zip(b[..body].chunks_exact(LANES)).zip(cc[..body].chunks_exact(LANES)) {
             for j in 0..LANES {
-                acc[j] += f(a[j], b[j], cc[j]);
+                let v = f(a[j], b[j], cc[j]);
+                for k in 0..K {
+                    acc[k][j] += v[k];
+                }
             }
         }
-        let tail: f32 = (body..plane).map(|i| f(a[i], b[i], cc[i])).sum();
-        total += acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64;
+        for k in 0..K {
+            let tail: f32 = (body..plane).map(|i| f(a[i], b[i], cc[i])[k]).sum();
+            total[k] += acc[k].iter().map(|&v| v as f64).sum::<f64>() + tail as f64;
+        }
     }
     total
 }
@@ -204,26 +211,33 @@ impl CustomOp3 for BatchNormTrain {
         let (mean, var): (Vec<f64>, Vec<f64>) = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let mean = channel_sum(n, c, plane, ch, x, x, x, |x, _, _| x) / m;
+                let [sum] = channel_sums(n, c, plane, ch, x, x, x, |x, _, _| [x]);
+                let mean = sum / m;
                 let mf = mean as f32;
-                let var = channel_sum(n, c, plane, ch, x, x, x, |x, _, _| (x - mf) * (x - mf)) / m;
+                let [sq] = channel_sums(n, c, plane, ch, x, x, x, |x, _, _| [(x - mf) * (x - mf)]);
+                let var = sq / m;
                 (mean, var)
             })
             .unzip();
         let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let mut y = vec![0f32; x.len()];
-        if plane > 0 {
-            y.par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(k, (yk, xk))| {
-                let ch = k % c;
-                let scale = (gamma[ch] as f64 * inv_std[ch]) as f32;
-                let shift = (beta[ch] as f64 - mean[ch] * gamma[ch] as f64 * inv_std[ch]) as f32;
-                if self.relu {
-                    yk.iter_mut().zip(xk).for_each(|(y, x)| *y = (x * scale + shift).max(0.0));
-                } else {
-                    yk.iter_mut().zip(xk).for_each(|(y, x)| *y = x * scale + shift);
-                }
-            });
-        }
+        let y = if plane == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: every element of every plane is written.
+            unsafe {
+                par_filled(x.len(), plane, |k, yk| {
+                    let ch = k % c;
+                    let xk = &x[k * plane..(k + 1) * plane];
+                    let scale = (gamma[ch] as f64 * inv_std[ch]) as f32;
+                    let shift = (beta[ch] as f64 - mean[ch] * gamma[ch] as f64 * inv_std[ch]) as f32;
+                    if self.relu {
+                        yk.iter_mut().zip(xk).for_each(|(y, x)| _ = y.write((x * scale + shift).max(0.0)));
+                    } else {
+                        yk.iter_mut().zip(xk).for_each(|(y, x)| _ = y.write(x * scale + shift));
+                    }
+                })
+            }
+        };
         if let Ok(mut stats) = self.stats.lock() {
             *stats = Some(Stats { mean, var, inv_std });
         }
@@ -254,26 +268,27 @@ impl CustomOp3 for BatchNormTrain {
                     .into_par_iter()
                     .map(|ch| {
                         let mean = stats.mean[ch] as f32;
-                        let sg = channel_sum(n, c, plane, ch, g, y, x, |g, y, _| masked(g, y));
-                        let sgx = channel_sum(n, c, plane, ch, g, y, x, |g, y, x| masked(g, y) * (x - mean));
+                        let [sg, sgx] = channel_sums(n, c, plane, ch, g, y, x, |g, y, x| {
+                            let g = masked(g, y);
+                            [g, g * (x - mean)]
+                        });
                         (sg, sgx * stats.inv_std[ch])
                     })
                     .unzip();
-                let mut dx = vec![0f32; x.len()];
-                if plane > 0 {
-                    // dx = scale * (g - dβ/M - x̂ dγ/M), expanded to k_g g - k_x x + k_0 per channel.
-                    dx.par_chunks_mut(plane).enumerate().for_each(|(k, dk)| {
-                        let ch = k % c;
-                        let scale = gamma[ch] as f64 * stats.inv_std[ch];
-                        let (mb, mg) = (dbeta[ch] / m, dgamma[ch] / m);
-                        let k_x = scale * stats.inv_std[ch] * mg;
-                        let (k_g, k_xf, k_0) = (scale as f32, k_x as f32, (k_x * stats.mean[ch] - scale * mb) as f32);
-                        let range = k * plane..(k + 1) * plane;
-                        for ((d, (&g, &y)), &x) in dk.iter_mut().zip(g[range.clone()].iter().zip(&y[range.clone()])).zip(&x[range]) {
-                            *d = k_g * masked(g, y) - k_xf * x + k_0;
-                        }
-                    });
-                }
+                // dx = scale * (g - dβ/M - x̂ dγ/M), expanded to k_g g - k_x x + k_0 per channel.
+                let dx_plane = |k: usize, dk: &mut [std::mem::MaybeUninit<f32>]| {
+                    let ch = k % c;
+                    let scale = gamma[ch] as f64 * stats.inv_std[ch];
+                    let (mb, mg) = (dbeta[ch] / m, dgamma[ch] / m);
+                    let k_x = scale * stats.inv_std[ch] * mg;
+                    let (k_g, k_xf, k_0) = (scale as f32, k_x as f32, (k_x * stats.mean[ch] - scale * mb) as f32);
+                    let range = k * plane..(k + 1) * plane;
+                    for ((d, (&g, &y)), &x) in dk.iter_mut().zip(g[range.clone()].iter().zip(&y[range.clone()])).zip(&x[range]) {
+                        d.write(k_g * masked(g, y) - k_xf * x + k_0);
+                    }
+                };
+                // SAFETY: `dx_plane` writes every element of its plane.
+                let dx = if plane == 0 { Vec::new() } else { unsafe { par_filled(x.len(), plane, dx_plane) } };
                 Ok((dx, dgamma, dbeta))
             }))
         })?;
