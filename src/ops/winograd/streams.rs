@@ -26,17 +26,28 @@ macro_rules! stream_fn {
 }
 stream_fn!(stream66, 6 [i0, i1, i2, i3, i4, i5], 6 [o0, o1, o2, o3, o4, o5]);
 
-/// `outs[.][j] += f(ins[.][j])[.]` for `j < n` (as [`stream66`]).
+/// `outs[.][j] += f(ins[.][j])[.]` for `j < n`; separate slice
+/// parameters, as in [`stream_fn`], so that LLVM knows the streams apart.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn stream66_add<T: Elem>(
     n: usize,
-    i: [&[T]; 6],
-    o: [&mut [T]; 6],
+    i0: &[T],
+    i1: &[T],
+    i2: &[T],
+    i3: &[T],
+    i4: &[T],
+    i5: &[T],
+    o0: &mut [T],
+    o1: &mut [T],
+    o2: &mut [T],
+    o3: &mut [T],
+    o4: &mut [T],
+    o5: &mut [T],
     f: impl Fn([T; 6]) -> [T; 6],
 ) {
-    let [i0, i1, i2, i3, i4, i5] = i.map(|s| &s[..n]);
-    let [o0, o1, o2, o3, o4, o5] = o.map(|s| &mut s[..n]);
+    let (i0, i1, i2, i3, i4, i5) = (&i0[..n], &i1[..n], &i2[..n], &i3[..n], &i4[..n], &i5[..n]);
+    let (o0, o1, o2, o3, o4, o5) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n], &mut o4[..n], &mut o5[..n]);
     for j in 0..n {
         let r = f([i0[j], i1[j], i2[j], i3[j], i4[j], i5[j]]);
         o0[j] += r[0];
@@ -47,6 +58,7 @@ pub(super) fn stream66_add<T: Elem>(
         o5[j] += r[5];
     }
 }
+
 stream_fn!(stream64, 6 [i0, i1, i2, i3, i4, i5], 4 [o0, o1, o2, o3]);
 stream_fn!(stream46, 4 [i0, i1, i2, i3], 6 [o0, o1, o2, o3, o4, o5]);
 stream_fn!(stream63, 6 [i0, i1, i2, i3, i4, i5], 3 [o0, o1, o2]);
@@ -56,7 +68,7 @@ stream_fn!(stream36, 3 [i0, i1, i2], 6 [o0, o1, o2, o3, o4, o5]);
 macro_rules! streams {
     ($n:expr, [$i0:ident, $i1:ident, $i2:ident, $i3:ident, $i4:ident, $i5:ident]
         += [$o0:ident, $o1:ident, $o2:ident, $o3:ident, $o4:ident, $o5:ident], $f:expr) => {
-        $crate::ops::winograd::streams::stream66_add($n, [$i0, $i1, $i2, $i3, $i4, $i5], [$o0, $o1, $o2, $o3, $o4, $o5], $f)
+        $crate::ops::winograd::streams::stream66_add($n, $i0, $i1, $i2, $i3, $i4, $i5, $o0, $o1, $o2, $o3, $o4, $o5, $f)
     };
     ($n:expr, [$i0:ident, $i1:ident, $i2:ident, $i3:ident, $i4:ident, $i5:ident]
         => [$o0:ident, $o1:ident, $o2:ident, $o3:ident, $o4:ident, $o5:ident], $f:expr) => {
