@@ -9,7 +9,7 @@
 
 use super::super::conv::Geom;
 use super::super::gemm::{zeros, Elem};
-use super::{load_output_row, load_padded_row, Epilogue, Tiles};
+use super::{load_output_row, Epilogue, Tiles};
 
 // 1D transforms on 4 (or 3 / 2) values.
 
@@ -79,24 +79,30 @@ pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize,
     let pv = tl.plane(c_n);
     let wp = 2 * tw + 2;
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
-    let mut rows = vec![T::ZERO; 4 * wp];
+    // The row transform reads the image rows in place and writes only the
+    // columns inside the image: `tmp`'s padding columns stay zero, which is
+    // what the transform of zero padding gives.
+    let (lo, hi) = (pl.min(wp), (pl + g.w).min(wp));
+    let zero = vec![T::ZERO; g.w];
     let mut tmp = vec![T::ZERO; 4 * wp];
     for img in 0..ng {
         for c in 0..c_n {
             let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
             for ti in 0..tl.th {
                 let r0 = 2 * (tl.ti0 + ti) as isize - pt;
-                for r in 0..4 {
-                    load_padded_row(xc, g, r0 + r as isize, pl, &mut rows[r * wp..(r + 1) * wp]);
-                }
-                {
-                    let (d0, rest) = rows.split_at(wp);
-                    let (d1, rest) = rest.split_at(wp);
-                    let (d2, d3) = rest.split_at(wp);
+                if hi > lo {
+                    let n = hi - lo;
+                    let row = |r: isize| -> &[T] {
+                        let ih = r0 + r;
+                        let src = if ih < 0 || ih >= g.h as isize { &zero[..] } else { &xc[ih as usize * g.w..][..g.w] };
+                        &src[lo - pl..hi - pl]
+                    };
+                    let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
                     let (t0, rest) = tmp.split_at_mut(wp);
                     let (t1, rest) = rest.split_at_mut(wp);
                     let (t2, t3) = rest.split_at_mut(wp);
-                    for j in 0..wp {
+                    let (t0, t1, t2, t3) = (&mut t0[lo..hi], &mut t1[lo..hi], &mut t2[lo..hi], &mut t3[lo..hi]);
+                    for j in 0..n {
                         t0[j] = d0[j] - d2[j];
                         t1[j] = d1[j] + d2[j];
                         t2[j] = d2[j] - d1[j];
