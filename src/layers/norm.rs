@@ -220,23 +220,19 @@ impl CustomOp3 for BatchNormTrain {
             })
             .unzip();
         let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let y = if plane == 0 {
-            Vec::new()
-        } else {
-            // SAFETY: every element of every plane is written.
-            unsafe {
-                par_filled(x.len(), plane, |k, yk| {
-                    let ch = k % c;
-                    let xk = &x[k * plane..(k + 1) * plane];
-                    let scale = (gamma[ch] as f64 * inv_std[ch]) as f32;
-                    let shift = (beta[ch] as f64 - mean[ch] * gamma[ch] as f64 * inv_std[ch]) as f32;
-                    if self.relu {
-                        yk.iter_mut().zip(xk).for_each(|(y, x)| _ = y.write((x * scale + shift).max(0.0)));
-                    } else {
-                        yk.iter_mut().zip(xk).for_each(|(y, x)| _ = y.write(x * scale + shift));
-                    }
-                })
-            }
+        // SAFETY: every element of every plane is written.
+        let y = unsafe {
+            par_filled(x.len(), plane, |k, yk| {
+                let ch = k % c;
+                let xk = &x[k * plane..(k + 1) * plane];
+                let scale = (gamma[ch] as f64 * inv_std[ch]) as f32;
+                let shift = (beta[ch] as f64 - mean[ch] * gamma[ch] as f64 * inv_std[ch]) as f32;
+                if self.relu {
+                    yk.iter_mut().zip(xk).for_each(|(y, x)| _ = y.write((x * scale + shift).max(0.0)));
+                } else {
+                    yk.iter_mut().zip(xk).for_each(|(y, x)| _ = y.write(x * scale + shift));
+                }
+            })
         };
         if let Ok(mut stats) = self.stats.lock() {
             *stats = Some(Stats { mean, var, inv_std });
@@ -288,7 +284,7 @@ impl CustomOp3 for BatchNormTrain {
                     }
                 };
                 // SAFETY: `dx_plane` writes every element of its plane.
-                let dx = if plane == 0 { Vec::new() } else { unsafe { par_filled(x.len(), plane, dx_plane) } };
+                let dx = unsafe { par_filled(x.len(), plane, dx_plane) };
                 Ok((dx, dgamma, dbeta))
             }))
         })?;

@@ -115,12 +115,16 @@ pub fn zeros<T: Copy + Default + Send>(len: usize) -> Vec<T> {
 }
 
 /// A `len`-element vector written in `chunk`-element pieces by `f(i, piece)`
-/// in parallel, without a zero fill first.
+/// in parallel, without a zero fill first (empty for `len == 0`, whatever
+/// `chunk` is).
 ///
 /// # Safety
 /// `f` must write every element of every piece it is given.
 pub unsafe fn par_filled<T: Send>(len: usize, chunk: usize, f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
     let mut v = Vec::with_capacity(len);
+    if len == 0 {
+        return v;
+    }
     v.spare_capacity_mut()[..len].par_chunks_mut(chunk).enumerate().for_each(|(i, piece)| f(i, piece));
     // SAFETY: the caller's `f` wrote all `len` elements.
     unsafe { v.set_len(len) };

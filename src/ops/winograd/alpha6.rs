@@ -16,7 +16,7 @@
 
 use super::super::conv::Geom;
 use super::super::gemm::{zeros, Elem};
-use super::{load_output_row, Epilogue, Tiles};
+use super::{load_output_row, padded_row_inside, Epilogue, Tiles};
 
 /// What differs between the two 6x6-tile Winograd convolutions.
 pub(super) trait Alpha6 {
@@ -200,11 +200,7 @@ pub(super) fn input_transform<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T],
             for ti in 0..tl.th {
                 let r0 = (m * (tl.ti0 + ti)) as isize - pt;
                 if hi > lo {
-                    let row = |r: isize| -> &[T] {
-                        let ih = r0 + r;
-                        let src = if ih < 0 || ih >= g.h as isize { &zero[..] } else { &xc[ih as usize * g.w..][..g.w] };
-                        &src[lo - pl..hi - pl]
-                    };
+                    let row = |r: isize| padded_row_inside(xc, &zero, g, r0 + r, (lo, hi), pl);
                     let (d0, d1, d2, d3, d4, d5) = (row(0), row(1), row(2), row(3), row(4), row(5));
                     let_planes!(mut tmp, lo, wp, hi - lo => t0, t1, t2, t3, t4, t5);
                     streams!(hi - lo, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
@@ -452,7 +448,7 @@ mod tests {
                 for b in 0..tl.bands {
                     let bl = tl.band(b);
                     let ctx = format!("F({m}, {r}) case {i} group {gi} band {b} (tw {})", bl.tw);
-                    let mm = fill(bl.block(36, o), i + 5);
+                    let mm = fill(36 * bl.plane(o), i + 5);
                     let (bias, epi) = (fill(o, i), Epilogue::NONE);
                     for epi in [epi, Epilogue { bias: Some(&bias), relu: true }] {
                         let (mut y1, mut y2) = (vec![0.0; ng * op], vec![0.0; ng * op]);
@@ -460,7 +456,7 @@ mod tests {
                         output_transform_band::<K, f64>(&g, &bl, &mm, ng, &mut y2, &epi);
                         assert_eq!(y1, y2, "{ctx}: output");
                     }
-                    let (mut dm1, mut dm2) = (vec![0.0; bl.block(36, o)], vec![0.0; bl.block(36, o)]);
+                    let (mut dm1, mut dm2) = (vec![0.0; 36 * bl.plane(o)], vec![0.0; 36 * bl.plane(o)]);
                     output_transform_bwd_rows::<K, f64>(&g, &bl, dyg, ng, &mut dm1);
                     output_transform_bwd_band::<K, f64>(&g, &bl, dyg, ng, &mut dm2);
                     assert_eq!(dm1, dm2, "{ctx}: output bwd");
@@ -502,7 +498,7 @@ mod timing {
             let tl = Tiles::new(&g, transform(4, 3), true);
             let x: Vec<f32> = (0..64 * g.chw()).map(|i| (i % 97) as f32 / 97.0).collect();
             let mut y = vec![0f32; 64 * g.chw()];
-            let mut v: Vec<f32> = (0..tl.block(36, c)).map(|i| (i % 89) as f32 / 89.0).collect();
+            let mut v: Vec<f32> = (0..36 * tl.plane(c)).map(|i| (i % 89) as f32 / 89.0).collect();
             let mut best = [f64::MAX; 4];
             for _ in 0..5 {
                 for (k, best) in best.iter_mut().enumerate() {

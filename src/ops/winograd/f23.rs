@@ -9,7 +9,7 @@
 
 use super::super::conv::Geom;
 use super::super::gemm::{zeros, Elem};
-use super::{load_output_row, Epilogue, Tiles};
+use super::{load_output_row, padded_row_inside, Epilogue, Tiles};
 
 // 1D transforms on 4 (or 3 / 2) values.
 
@@ -92,11 +92,7 @@ pub(super) fn input_transform<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize,
                 let r0 = 2 * (tl.ti0 + ti) as isize - pt;
                 if hi > lo {
                     let n = hi - lo;
-                    let row = |r: isize| -> &[T] {
-                        let ih = r0 + r;
-                        let src = if ih < 0 || ih >= g.h as isize { &zero[..] } else { &xc[ih as usize * g.w..][..g.w] };
-                        &src[lo - pl..hi - pl]
-                    };
+                    let row = |r: isize| padded_row_inside(xc, &zero, g, r0 + r, (lo, hi), pl);
                     let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
                     let (t0, rest) = tmp.split_at_mut(wp);
                     let (t1, rest) = rest.split_at_mut(wp);

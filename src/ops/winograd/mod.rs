@@ -477,11 +477,6 @@ impl Tiles {
         let lines = (rows * self.gs * self.band_rows * self.tw).div_ceil(16);
         16 * (lines | 1)
     }
-    /// Elements of `V` (or `M`) one band of a group takes, whatever its
-    /// size: kept tiles are found at `(group * bands + band) * block`.
-    fn block(&self, np: usize, rows: usize) -> usize {
-        np * self.plane(rows)
-    }
 }
 
 /// `out = sum coef * src(k)[off(k)..off(k) + out.len()]` over `terms`.
@@ -580,6 +575,16 @@ fn load_padded_row<T: Elem>(xc: &[T], g: &Geom, ih: isize, pl: usize, dst: &mut 
     if hi > lo {
         dst[lo..hi].copy_from_slice(&xr[lo - pl..hi - pl]);
     }
+}
+
+/// Columns `lo..hi` of padded input row `ih`, where they fall inside the
+/// image (`pl <= lo < hi <= pl + W`), read in place from `xc` (H, W), or
+/// from `zero` (W zeros) when `ih` is outside: what [`load_padded_row`]
+/// would copy there, without the copy.
+#[inline(always)]
+fn padded_row_inside<'a, T: Elem>(xc: &'a [T], zero: &'a [T], g: &Geom, ih: isize, (lo, hi): (usize, usize), pl: usize) -> &'a [T] {
+    let src = if ih < 0 || ih >= g.h as isize { zero } else { &xc[ih as usize * g.w..][..g.w] };
+    &src[lo - pl..hi - pl]
 }
 
 /// Adds the columns of padded row `src` that fall inside the image into
@@ -898,7 +903,8 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
     }
     let u = k.filter(g, w);
     let par = inner_par(tl.groups);
-    let (bv, bm) = (tl.block(np, c_n), tl.block(np, o_n));
+    let (pv, pm) = (tl.plane(c_n), tl.plane(o_n));
+    let (bv, bm) = (np * pv, np * pm);
     // `kept`: the group's slice of the kept tiles, else scratch is used.
     let run = |gi: usize, yg: &mut [T], mut kept: Option<&mut [T]>| {
         let (n0, ng) = tl.images(g, gi);
@@ -908,7 +914,7 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
             let (mm, vs) = buf.split_at_mut(bm);
             for b in 0..tl.bands {
                 let bl = tl.band(b);
-                let pl = Planes { pv: tl.plane(c_n), pm: tl.plane(o_n), tg: ng * bl.t };
+                let pl = Planes { pv, pm, tg: ng * bl.t };
                 let v = match kept.as_deref_mut() {
                     Some(kv) => &mut kv[b * bv..][..bv],
                     None => &mut vs[..bv],
@@ -925,6 +931,8 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
         y.par_chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg, None));
         return (y, None);
     }
+    // One `bv` block per band of each group, whatever the band's size: band
+    // `b` of group `gi` is at `(gi * bands + b) * bv`.
     let mut kept = pooled::<T>(bv * tl.bands * tl.groups);
     let jobs: Vec<_> = y.chunks_mut(tl.gs * op).zip(kept.chunks_mut(bv * tl.bands)).enumerate().collect();
     jobs.into_par_iter().for_each(|(gi, (yg, v))| run(gi, yg, Some(v)));
@@ -980,7 +988,8 @@ pub fn conv2d_bwd_fused<T: Elem>(
     let parts = tl.groups.div_ceil(per_part);
     let par = inner_par(parts);
     let part_images = per_part * tl.gs;
-    let (bv, bm) = (tl.block(np, c_n), tl.block(np, o_n));
+    let (pv, pm) = (tl.plane(c_n), tl.plane(o_n));
+    let (bv, bm) = (np * pv, np * pm);
     let mut jobs = Vec::with_capacity(parts);
     let (mut dx_rest, mut db_rest) = (&mut dx[..], &mut db_img[..]);
     for part in 0..parts {
@@ -1024,7 +1033,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
                 let dxg = if want.dx { &mut dx_part[(n0 - first) * chw..(n0 - first + ng) * chw] } else { &mut [][..] };
                 for b in 0..tl.bands {
                     let bl = tl.band(b);
-                    let pl = Planes { pv: tl.plane(c_n), pm: tl.plane(o_n), tg: ng * bl.t };
+                    let pl = Planes { pv, pm, tg: ng * bl.t };
                     k.output_bwd(g, &bl, dyg, ng, dm);
                     if let Some(du) = du.as_mut() {
                         let vg: &[T] = match kept {

@@ -4,13 +4,14 @@
 
 use super::super::gemm::Elem;
 
-/// `outs[.][j] = f(ins[.][j])` for `j < n`. A function, not a loop written
-/// in place: its slice parameters tell LLVM that the streams do not overlap
-/// (a loop over a dozen slices cut from buffers needs more run-time overlap
-/// checks than LLVM will emit, and stays scalar), and cutting them to `n`
-/// here drops the bounds checks, so the loop vectorises.
+/// `outs[.][j] = f(ins[.][j])` for `j < n` (or `+=` for the `+=` forms).
+/// A function, not a loop written in place: its slice parameters tell LLVM
+/// that the streams do not overlap (a loop over a dozen slices cut from
+/// buffers, or passed in arrays, needs more run-time overlap checks than
+/// LLVM will emit, and stays scalar), and cutting them to `n` here drops
+/// the bounds checks, so the loop vectorises.
 macro_rules! stream_fn {
-    ($name:ident, $ni:literal [$($i:ident),+], $no:literal [$($o:ident),+]) => {
+    ($name:ident, $ni:literal [$($i:ident),+] $op:tt $no:literal [$($o:ident),+]) => {
         #[inline(always)]
         #[allow(clippy::too_many_arguments)]
         pub(super) fn $name<T: Elem>(n: usize, $($i: &[T],)+ $($o: &mut [T],)+ f: impl Fn([T; $ni]) -> [T; $no]) {
@@ -19,50 +20,17 @@ macro_rules! stream_fn {
             for j in 0..n {
                 let r = f([$($i[j]),+]);
                 let mut _k = 0;
-                $($o[j] = r[_k]; _k += 1;)+
+                $($o[j] $op r[_k]; _k += 1;)+
             }
         }
     };
 }
-stream_fn!(stream66, 6 [i0, i1, i2, i3, i4, i5], 6 [o0, o1, o2, o3, o4, o5]);
-
-/// `outs[.][j] += f(ins[.][j])[.]` for `j < n`; separate slice
-/// parameters, as in [`stream_fn`], so that LLVM knows the streams apart.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn stream66_add<T: Elem>(
-    n: usize,
-    i0: &[T],
-    i1: &[T],
-    i2: &[T],
-    i3: &[T],
-    i4: &[T],
-    i5: &[T],
-    o0: &mut [T],
-    o1: &mut [T],
-    o2: &mut [T],
-    o3: &mut [T],
-    o4: &mut [T],
-    o5: &mut [T],
-    f: impl Fn([T; 6]) -> [T; 6],
-) {
-    let (i0, i1, i2, i3, i4, i5) = (&i0[..n], &i1[..n], &i2[..n], &i3[..n], &i4[..n], &i5[..n]);
-    let (o0, o1, o2, o3, o4, o5) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n], &mut o4[..n], &mut o5[..n]);
-    for j in 0..n {
-        let r = f([i0[j], i1[j], i2[j], i3[j], i4[j], i5[j]]);
-        o0[j] += r[0];
-        o1[j] += r[1];
-        o2[j] += r[2];
-        o3[j] += r[3];
-        o4[j] += r[4];
-        o5[j] += r[5];
-    }
-}
-
-stream_fn!(stream64, 6 [i0, i1, i2, i3, i4, i5], 4 [o0, o1, o2, o3]);
-stream_fn!(stream46, 4 [i0, i1, i2, i3], 6 [o0, o1, o2, o3, o4, o5]);
-stream_fn!(stream63, 6 [i0, i1, i2, i3, i4, i5], 3 [o0, o1, o2]);
-stream_fn!(stream36, 3 [i0, i1, i2], 6 [o0, o1, o2, o3, o4, o5]);
+stream_fn!(stream66, 6 [i0, i1, i2, i3, i4, i5] = 6 [o0, o1, o2, o3, o4, o5]);
+stream_fn!(stream66_add, 6 [i0, i1, i2, i3, i4, i5] += 6 [o0, o1, o2, o3, o4, o5]);
+stream_fn!(stream64, 6 [i0, i1, i2, i3, i4, i5] = 4 [o0, o1, o2, o3]);
+stream_fn!(stream46, 4 [i0, i1, i2, i3] = 6 [o0, o1, o2, o3, o4, o5]);
+stream_fn!(stream63, 6 [i0, i1, i2, i3, i4, i5] = 3 [o0, o1, o2]);
+stream_fn!(stream36, 3 [i0, i1, i2] = 6 [o0, o1, o2, o3, o4, o5]);
 
 /// `streams!(n, [ins] => [outs], f)`: the [`stream_fn`] for that many streams.
 macro_rules! streams {
