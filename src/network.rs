@@ -79,9 +79,17 @@ impl Network {
         let loss = loss_fn(&logits)?;
         let mut grads = loss.backward()?;
         let mut grad = boundary.and_then(|b| grads.remove(b.as_tensor()));
-        for s in saved.iter().rev() {
+        let mut k = saved.len();
+        while k > 0 {
             let Some(g) = grad else { break };
-            grad = s.backward(&g, &mut grads)?;
+            if k >= 2 {
+                if let Some(dx) = saved[k - 2].backward_with_pool(&saved[k - 1], &g, &mut grads)? {
+                    (grad, k) = (dx, k - 2);
+                    continue;
+                }
+            }
+            grad = saved[k - 1].backward(&g, &mut grads)?;
+            k -= 1;
         }
         Ok((logits, loss, grads))
     }
@@ -224,6 +232,7 @@ pub(crate) mod tests {
         use rand::Rng;
         let cases = [
             ("seed3x3", serde_json::json!({})),
+            ("seed4x4", serde_json::json!({})),
             ("seed4x4", serde_json::json!({"pooling": "same"})),
             ("fer_vgg", serde_json::json!({})),
         ];

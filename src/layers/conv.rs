@@ -3,7 +3,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{filled, glorot_uniform, value, Param};
 use crate::ops;
-use crate::ops::conv_bias_act::ConvBiasAct;
+use crate::ops::conv_bias_act::{ConvBiasAct, Grads3};
 use crate::spec::Activation;
 
 /// 2-D convolution, weight (O, C, K, K), optional bias (O).
@@ -52,8 +52,14 @@ impl Conv2d {
     }
 
     /// `(dx, dw, db)` of [`Self::forward_saved`].
-    pub(super) fn backward_saved(&self, op: &ConvBiasAct, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    pub(super) fn backward_saved(&self, op: &ConvBiasAct, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Grads3> {
         op.backward_tensors(&x.contiguous()?, self.weight.as_tensor(), self.bias.as_ref().map(|b| b.as_tensor()), y, &grad.contiguous()?)
+    }
+
+    /// [`Self::backward_saved`] from the gradient of the 2x2 / stride-2 max
+    /// pool of `y` rather than of `y`; `None` where the op cannot take it.
+    pub(super) fn backward_saved_pool2(&self, op: &ConvBiasAct, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Grads3>> {
+        op.backward_through_pool2(&x.contiguous()?, self.weight.as_tensor(), self.bias.as_ref().map(|b| b.as_tensor()), y, &grad.contiguous()?)
     }
 
     pub(super) fn weight_bias(&self) -> (&Var, Option<&Var>) {

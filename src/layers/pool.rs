@@ -28,6 +28,12 @@ impl MaxPool2d {
         xs.contiguous()?.apply_op1_no_bwd(&self.op())
     }
 
+    /// Whether [`super::Saved::backward_with_pool`] can take this pool's
+    /// backward into the convolution's before it.
+    pub(super) fn is_unpool2(&self) -> bool {
+        ops::pool::is_unpool2(self.kernel, self.stride, self.padding)
+    }
+
     /// The input gradient of [`Self::forward_saved`].
     pub(super) fn backward_saved(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         self.op().bwd(&x.contiguous()?, y, grad)

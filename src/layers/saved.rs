@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use super::dropout::MaskOp;
 use super::norm::BatchNormTrain;
 use super::{BatchNorm2d, Conv2d, Layer, MaxPool2d};
-use crate::ops::conv_bias_act::ConvBiasAct;
+use crate::ops::conv_bias_act::{ConvBiasAct, Grads3};
 
 /// What one layer's backward needs from its forward.
 pub struct Saved<'a>(Kind<'a>);
@@ -55,19 +55,24 @@ impl<'a> Saved<'a> {
         }))
     }
 
+    /// [`Self::backward`] of this layer and of `next`, the max pool after
+    /// it, as one, where this is a convolution that can take the pool's
+    /// output gradient (on Winograd: the pool's input gradient, three
+    /// quarters zeros and as large as the convolution's output, is then
+    /// never written and read back). `Ok(None)`: run the two one by one.
+    pub fn backward_with_pool(&self, next: &Saved, grad: &Tensor, grads: &mut GradStore) -> Result<Option<Option<Tensor>>> {
+        let (Kind::Conv { layer, op, x, y }, Kind::Pool { layer: pool, .. }) = (&self.0, &next.0) else { return Ok(None) };
+        if !pool.is_unpool2() {
+            return Ok(None);
+        }
+        Ok(layer.backward_saved_pool2(op, x, y, grad)?.map(|g| conv_grads(layer, g, grads)))
+    }
+
     /// Puts the layer's parameter gradients into `grads` and returns the
     /// gradient of its input (`None` where not wanted).
     pub fn backward(&self, grad: &Tensor, grads: &mut GradStore) -> Result<Option<Tensor>> {
         match &self.0 {
-            Kind::Conv { layer, op, x, y } => {
-                let (dx, dw, db) = layer.backward_saved(op, x, y, grad)?;
-                let (w, b) = layer.weight_bias();
-                insert(grads, w, dw);
-                if let Some(b) = b {
-                    insert(grads, b, db);
-                }
-                Ok(dx)
-            }
+            Kind::Conv { layer, op, x, y } => Ok(conv_grads(layer, layer.backward_saved(op, x, y, grad)?, grads)),
             Kind::Pool { layer, x, y } => layer.backward_saved(x, y, grad),
             Kind::Dropout { op: Some(op) } => op.backward(grad).map(Some),
             Kind::Dropout { op: None } => Ok(Some(grad.clone())),
@@ -80,6 +85,16 @@ impl<'a> Saved<'a> {
             }
         }
     }
+}
+
+/// Puts a convolution's weight and bias gradients into `grads`; returns its input gradient.
+fn conv_grads(layer: &Conv2d, (dx, dw, db): Grads3, grads: &mut GradStore) -> Option<Tensor> {
+    let (w, b) = layer.weight_bias();
+    insert(grads, w, dw);
+    if let Some(b) = b {
+        insert(grads, b, db);
+    }
+    dx
 }
 
 fn insert(grads: &mut GradStore, var: &Var, grad: Option<Tensor>) {

@@ -58,6 +58,18 @@ impl ConvBiasAct {
         }
     }
 
+    /// `(dx, dw, db)` given `grad`, the gradient of a 2x2 / stride-2
+    /// unpadded max pool of `y` (see [`winograd::OutGrad::Pool2`]); `None`
+    /// where the convolution does not run on Winograd (the caller then runs
+    /// the pool's backward and [`Self::backward_tensors`]).
+    pub fn backward_through_pool2(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor, grad: &Tensor) -> Result<Option<Grads3>> {
+        let &[n, o, oh, ow] = y.dims() else { bail!("conv2d backward: expected a 4D output, got {:?}", y.dims()) };
+        if grad.dims() != [n, o, oh / 2, ow / 2] {
+            bail!("conv2d backward: pooled gradient of shape {:?} for an output of shape {:?}", grad.dims(), y.dims());
+        }
+        self.winograd_bwd(x, w, b, y, grad, true)
+    }
+
     fn wants_dx(&self, x: &Tensor) -> bool {
         self.want_dx.unwrap_or_else(|| x.track_op())
     }
@@ -118,8 +130,9 @@ impl ConvBiasAct {
     }
 
     /// The fused Winograd backward ([`winograd::conv2d_bwd_fused`]), or
-    /// `None` where the convolution does not run on Winograd.
-    fn winograd_bwd(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, res: &Tensor, grad: &Tensor) -> Result<Option<Grads3>> {
+    /// `None` where the convolution does not run on Winograd. `pooled`:
+    /// `grad` is that of a 2x2 / stride-2 max pool of `res`.
+    fn winograd_bwd(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, res: &Tensor, grad: &Tensor, pooled: bool) -> Result<Option<Grads3>> {
         let g = Geom::new(x.dims(), w.dims(), self.pad, self.stride)?;
         let Algo::Winograd(m) = choose_algo(&g) else { return Ok(None) };
         let want = winograd::Wanted { dx: self.wants_dx(x), dw: w.track_op(), db: b.is_some_and(|b| b.track_op()) };
@@ -132,26 +145,25 @@ impl ConvBiasAct {
         let (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(ys), Storage::Cpu(gs)) = (&*xs, &*ws, &*ys, &*gs) else {
             bail!("fer-conv2d-bias-act: expected CPU tensors")
         };
+        #[allow(clippy::too_many_arguments)]
         fn run<T: Elem>(
             op: &ConvBiasAct,
             g: &Geom,
             m: usize,
             want: winograd::Wanted,
             kept: Option<Box<dyn Any + Send>>,
+            pooled: bool,
             [x, w, y, dy]: [(&CpuStorage, &Layout); 4],
         ) -> Result<Grads3> {
             let kept: Option<Vec<T>> = kept.and_then(|k| k.downcast::<Vec<T>>().ok()).map(|k| *k);
-            let relu_out = if op.relu { Some(contiguous_slice::<T>(y.0, y.1)?) } else { None };
-            let (dx, dw, db) = winograd::conv2d_bwd_fused(
-                g,
-                m,
-                contiguous_slice::<T>(x.0, x.1)?,
-                kept.as_deref(),
-                contiguous_slice::<T>(w.0, w.1)?,
-                contiguous_slice::<T>(dy.0, dy.1)?,
-                relu_out,
-                want,
-            );
+            let (y, dy) = (contiguous_slice::<T>(y.0, y.1)?, contiguous_slice::<T>(dy.0, dy.1)?);
+            let grad = match (pooled, op.relu) {
+                (true, relu) => winograd::OutGrad::Pool2 { y, dp: dy, relu },
+                (false, true) => winograd::OutGrad::Relu { y, dy },
+                (false, false) => winograd::OutGrad::Plain(dy),
+            };
+            let (dx, dw, db) =
+                winograd::conv2d_bwd_fused(g, m, contiguous_slice::<T>(x.0, x.1)?, kept.as_deref(), contiguous_slice::<T>(w.0, w.1)?, grad, want);
             if let Some(k) = kept {
                 recycle(k);
             }
@@ -161,8 +173,8 @@ impl ConvBiasAct {
         }
         let args = [(xs, xl), (ws, wl), (ys, yl), (gs, gl)];
         match xs {
-            CpuStorage::F32(_) => run::<f32>(self, &g, m, want, kept, args).map(Some),
-            CpuStorage::F64(_) => run::<f64>(self, &g, m, want, kept, args).map(Some),
+            CpuStorage::F32(_) => run::<f32>(self, &g, m, want, kept, pooled, args).map(Some),
+            CpuStorage::F64(_) => run::<f64>(self, &g, m, want, kept, pooled, args).map(Some),
             _ => bail!("fer-conv2d-bias-act: expected f32 or f64"),
         }
     }
@@ -208,7 +220,8 @@ impl ConvBiasAct {
     }
 }
 
-type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+/// `(dx, dw, db)`, each where wanted.
+pub type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
 impl CustomOp2 for ConvBiasAct {
     fn name(&self) -> &'static str {
@@ -220,7 +233,7 @@ impl CustomOp2 for ConvBiasAct {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        if let Some((dx, dw, _)) = self.winograd_bwd(x, w, None, res, grad)? {
+        if let Some((dx, dw, _)) = self.winograd_bwd(x, w, None, res, grad, false)? {
             return Ok((dx, dw));
         }
         if let Some((dx, dw, _)) = self.direct_bwd(x, w, None, res, grad)? {
@@ -256,7 +269,7 @@ impl CustomOp3 for ConvBiasAct {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        if let Some(grads) = self.winograd_bwd(x, w, Some(b), res, grad)? {
+        if let Some(grads) = self.winograd_bwd(x, w, Some(b), res, grad, false)? {
             return Ok(grads);
         }
         if let Some(grads) = self.direct_bwd(x, w, Some(b), res, grad)? {

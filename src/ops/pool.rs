@@ -9,6 +9,7 @@ use std::mem::MaybeUninit;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::conv_bias_act::relu_grad;
 use super::gemm::{contiguous_slice, par_filled, zeros, Elem};
 use super::simd;
 
@@ -145,7 +146,7 @@ fn pool_bwd<T: Elem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
         // SAFETY: `pool2_bwd_plane` writes its whole plane.
         return unsafe {
             par_filled(g.planes * hw, hw, |pl, dxp| {
-                simd::dispatch(#[inline(always)] || pool2_bwd_plane(g, &x[pl * hw..(pl + 1) * hw], &dy[pl * ohw..(pl + 1) * ohw], dxp))
+                simd::dispatch(#[inline(always)] || pool2_bwd_plane::<T, false>(g, &x[pl * hw..(pl + 1) * hw], &dy[pl * ohw..(pl + 1) * ohw], dxp))
             })
         };
     }
@@ -177,9 +178,10 @@ fn pool2_fwd_plane<T: Elem>(g: &PoolGeom, xp: &[T], yp: &mut [MaybeUninit<T>]) {
 
 /// One plane of the 2x2 / stride-2 backward; writes all of `dxp` (`h * w`):
 /// the gradient at each window's first maximum, zero elsewhere, including
-/// the last row or column an odd size leaves outside every window.
+/// the last row or column an odd size leaves outside every window. With
+/// `RELU`, `xp` is a ReLU's output and the gradient goes on through it.
 #[inline(always)]
-fn pool2_bwd_plane<T: Elem>(g: &PoolGeom, xp: &[T], dyp: &[T], dxp: &mut [MaybeUninit<T>]) {
+fn pool2_bwd_plane<T: Elem, const RELU: bool>(g: &PoolGeom, xp: &[T], dyp: &[T], dxp: &mut [MaybeUninit<T>]) {
     let zero = T::ZERO;
     for (r, dyr) in dyp.chunks_exact(g.ow).enumerate() {
         let (d0, d1) = dxp[2 * r * g.w..(2 * r + 2) * g.w].split_at_mut(g.w);
@@ -187,9 +189,9 @@ fn pool2_bwd_plane<T: Elem>(g: &PoolGeom, xp: &[T], dyp: &[T], dxp: &mut [MaybeU
         let r1 = &xp[(2 * r + 1) * g.w..][..2 * g.ow];
         let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2)).zip(d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2)));
         for (((a, b), (e0, e1)), &dy) in windows.zip(dyr) {
-            let (i, _) = first_max4(a[0], a[1], b[0], b[1]);
+            let (i, m) = first_max4(a[0], a[1], b[0], b[1]);
             // `0 + dy`, as the general path's `+=` into zeros gives (-0.0 -> 0.0).
-            let v = zero + dy;
+            let v = if RELU { relu_grad(m, zero + dy) } else { zero + dy };
             e0[0].write(if i == 0 { v } else { zero });
             e0[1].write(if i == 1 { v } else { zero });
             e1[0].write(if i == 2 { v } else { zero });
@@ -202,6 +204,38 @@ fn pool2_bwd_plane<T: Elem>(g: &PoolGeom, xp: &[T], dyp: &[T], dxp: &mut [MaybeU
     }
     for d in &mut dxp[2 * g.oh * g.w..] {
         d.write(zero);
+    }
+}
+
+/// Whether [`unpool2`] can stand in for this pooling's backward.
+pub fn is_unpool2(kernel: usize, stride: usize, pad: [usize; 4]) -> bool {
+    kernel == 2 && stride == 2 && pad == [0; 4]
+}
+
+/// The input gradient of a 2x2 / stride-2 unpadded max pool of `x`
+/// (planes of `h x w`) given its output gradient `dy`, and with `relu`,
+/// further back through the ReLU whose output `x` is, into `dx` (every
+/// element written): the bits of the pool's backward followed by the ReLU
+/// mask, in one pass over `x`, for a consumer that wants a few planes at a
+/// time (the fused Winograd backward) rather than the whole gradient.
+pub fn unpool2<T: Elem>(h: usize, w: usize, x: &[T], dy: &[T], relu: bool, dx: &mut [T]) {
+    let g = PoolGeom { planes: x.len() / (h * w).max(1), h, w, k: 2, s: 2, pad: [0; 4], oh: h / 2, ow: w / 2 };
+    let (hw, ohw) = (h * w, g.oh * g.ow);
+    assert!(x.len() == dx.len() && dy.len() == g.planes * ohw, "unpool2: sizes {} / {} / {}", x.len(), dy.len(), dx.len());
+    if ohw == 0 {
+        dx.fill(T::ZERO);
+        return;
+    }
+    // SAFETY: the planes only ever get initialised values written to them.
+    let dx = unsafe { &mut *(dx as *mut [T] as *mut [MaybeUninit<T>]) };
+    for ((xp, dyp), dxp) in x.chunks_exact(hw).zip(dy.chunks_exact(ohw)).zip(dx.chunks_exact_mut(hw)) {
+        simd::dispatch(
+            #[inline(always)]
+            || match relu {
+                true => pool2_bwd_plane::<T, true>(&g, xp, dyp, dxp),
+                false => pool2_bwd_plane::<T, false>(&g, xp, dyp, dxp),
+            },
+        );
     }
 }
 

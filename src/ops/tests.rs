@@ -394,7 +394,7 @@ fn fused_conv_bias_relu_matches_reference() {
 #[test]
 fn fused_winograd_backward_is_bit_identical() {
     use super::conv::Geom;
-    use super::winograd::{self, Wanted};
+    use super::winograd::{self, OutGrad, Wanted};
     let cases: &[(usize, [usize; 4], [usize; 4], [usize; 4])] = &[
         (2, [5, 9, 17, 16], [6, 9, 3, 3], [1, 1, 1, 1]),
         (3, [3, 8, 16, 16], [5, 8, 4, 4], [1, 2, 1, 2]),
@@ -422,15 +422,42 @@ fn fused_winograd_backward_is_bit_identical() {
             .collect();
         for kept in [kept.as_deref(), None] {
             let all = Wanted { dx: true, dw: true, db: true };
-            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept, &w, &dy, Some(&y), all);
+            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept, &w, OutGrad::Relu { y: &y, dy: &dy }, all);
             let ctx = format!("case {i} kept={}", kept.is_some());
             assert_eq!(dx.unwrap(), winograd::conv2d_bwd_input(&g, m, &masked, &w), "{ctx}: dx");
             assert_eq!(dw.unwrap(), winograd::conv2d_bwd_weight(&g, m, &x, &masked), "{ctx}: dw");
             assert_eq!(db.unwrap(), db_ref, "{ctx}: db");
             let only_dw = Wanted { dx: false, dw: true, db: false };
-            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept, &w, &masked, None, only_dw);
+            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept, &w, OutGrad::Plain(&masked), only_dw);
             assert!(dx.is_none() && db.is_none(), "{ctx}");
             assert_eq!(dw.unwrap(), winograd::conv2d_bwd_weight(&g, m, &x, &masked), "{ctx}: dw alone");
+        }
+        // From the gradient of a 2x2 / stride-2 max pool of the output, with
+        // and without the ReLU: the bits of the pool's backward (a window's
+        // gradient at its first maximum) followed by the mask.
+        let (ph, pw) = (g.oh / 2, g.ow / 2);
+        // Ties, so that "first maximum" is tested.
+        let y: Vec<f32> = y.iter().map(|v| (v * 4.0).round() / 4.0).collect();
+        let dp = rand_vec(g.n * g.o * ph * pw, seed + 5);
+        for relu in [false, true] {
+            let mut unpooled = vec![0.0f32; y.len()];
+            for (plane, (yp, up)) in y.chunks(g.p()).zip(unpooled.chunks_mut(g.p())).enumerate() {
+                for (i, j) in (0..ph).flat_map(|i| (0..pw).map(move |j| (i, j))) {
+                    let at = |k: usize| (2 * i + k / 2) * g.ow + 2 * j + k % 2;
+                    let first = (1..4).fold(0, |b, k| if yp[at(k)] > yp[at(b)] { k } else { b });
+                    let d = 0.0 + dp[(plane * ph + i) * pw + j];
+                    up[at(first)] = if relu && !(yp[at(first)] > 0.0) { 0.0 } else { d };
+                }
+            }
+            let (_, kept) = winograd::conv2d_fwd_keep(&g, m, &x, &w, true, &winograd::Epilogue::NONE);
+            let all = Wanted { dx: true, dw: true, db: true };
+            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept.as_deref(), &w, OutGrad::Pool2 { y: &y, dp: &dp, relu }, all);
+            let plain = winograd::conv2d_bwd_fused(&g, m, &x, None, &w, OutGrad::Plain(&unpooled), all);
+            let ctx = format!("case {i} pooled, relu={relu}");
+            assert_eq!(dx, plain.0, "{ctx}: dx");
+            assert_eq!(dw, plain.1, "{ctx}: dw");
+            assert_eq!(db, plain.2, "{ctx}: db");
+            assert!(unpooled.iter().filter(|&&v| v != 0.0).count() > y.len() / 8, "{ctx}: too few nonzero gradients to test");
         }
     }
 }

@@ -40,6 +40,7 @@ use super::conv_bias_act::{plane_sum, relu_grad};
 use rayon::prelude::*;
 
 use super::gemm::{gemm, pooled, zeros, Elem, Mat, Parallelism};
+use super::pool;
 use super::simd;
 
 /// Tiles per GEMM we aim for when grouping images or cutting bands, so a
@@ -950,10 +951,24 @@ pub struct Wanted {
     pub db: bool,
 }
 
+/// The gradient [`conv2d_bwd_fused`] starts from.
+#[derive(Clone, Copy)]
+pub enum OutGrad<'a, T> {
+    /// `dY`, the gradient of the convolution's output.
+    Plain(&'a [T]),
+    /// The gradient of `relu(Y)`, whose value is `y`.
+    Relu { y: &'a [T], dy: &'a [T] },
+    /// The gradient `dp` of a 2x2 / stride-2 unpadded max pool of `y`, the
+    /// convolution's output (`relu`: after its ReLU): the pool's input
+    /// gradient, three quarters zeros, is made a group at a time here
+    /// instead of written whole and read back.
+    Pool2 { y: &'a [T], dp: &'a [T], relu: bool },
+}
+
 /// `(dx, dw, db)` of `relu?(conv(x, w) + b)` in one pass over the image
 /// groups: `dM = A dY A^T` is computed once for both the input and the
 /// weight gradient, `V` comes from the forward when `kept`, the ReLU mask
-/// (`relu_out`: the op's output) is applied group by group, and the bias
+/// (and a max pool's backward, see [`OutGrad`]) is applied group by group, and the bias
 /// gradient is summed from the same masked gradient. Only the `want`ed
 /// gradients are computed (`x` is unused without dw, `w` without dx). The
 /// weight gradient's partial sums follow a fixed partition of the groups,
@@ -967,8 +982,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
     x: &[T],
     kept: Option<&[T]>,
     w: &[T],
-    dy: &[T],
-    relu_out: Option<&[T]>,
+    grad: OutGrad<'_, T>,
     want: Wanted,
 ) -> Grads<T> {
     let k = Kernels::new(m, g.kh);
@@ -1006,20 +1020,24 @@ pub fn conv2d_bwd_fused<T: Elem>(
         let first = part * part_images;
         for gi in g0..g1 {
             let (n0, ng) = tl.images(g, gi);
-            let masked = if relu_out.is_some() { ng * op } else { 0 };
+            let masked = if matches!(grad, OutGrad::Plain(_)) { 0 } else { ng * op };
             T::with_scratch(bv + bm + masked, |buf| {
                 let (vs, rest) = buf.split_at_mut(bv);
                 let (dm, rest) = rest.split_at_mut(bm);
-                let dyg = &dy[n0 * op..(n0 + ng) * op];
-                let dyg: &[T] = match relu_out {
-                    Some(y) => {
-                        let yg = &y[n0 * op..(n0 + ng) * op];
+                let dyg: &[T] = match grad {
+                    OutGrad::Plain(dy) => &dy[n0 * op..(n0 + ng) * op],
+                    OutGrad::Relu { y, dy } => {
+                        let (yg, dyg) = (&y[n0 * op..(n0 + ng) * op], &dy[n0 * op..(n0 + ng) * op]);
                         for ((o, &yv), &gv) in rest.iter_mut().zip(yg).zip(dyg) {
                             *o = relu_grad(yv, gv);
                         }
                         rest
                     }
-                    None => dyg,
+                    OutGrad::Pool2 { y, dp, relu } => {
+                        let pp = (g.oh / 2) * (g.ow / 2) * o_n;
+                        pool::unpool2(g.oh, g.ow, &y[n0 * op..(n0 + ng) * op], &dp[n0 * pp..(n0 + ng) * pp], relu, rest);
+                        rest
+                    }
                 };
                 if want.db {
                     for (plane, d) in dyg.chunks_exact(p).zip(&mut db_part[(n0 - first) * o_n..(n0 - first + ng) * o_n]) {
@@ -1075,13 +1093,13 @@ pub fn conv2d_bwd_fused<T: Elem>(
 /// Input gradient: `dy (N, O, OH, OW)`, `w` -> `dx (N, C, H, W)`.
 pub fn conv2d_bwd_input<T: Elem>(g: &Geom, m: usize, dy: &[T], w: &[T]) -> Vec<T> {
     let want = Wanted { dx: true, dw: false, db: false };
-    conv2d_bwd_fused(g, m, &[], None, w, dy, None, want).0.unwrap_or_default()
+    conv2d_bwd_fused(g, m, &[], None, w, OutGrad::Plain(dy), want).0.unwrap_or_default()
 }
 
 /// Weight gradient: `x`, `dy` -> `dw (O, C, r, r)`.
 pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<T> {
     let want = Wanted { dx: false, dw: true, db: false };
-    conv2d_bwd_fused(g, m, x, None, &[], dy, None, want).1.unwrap_or_default()
+    conv2d_bwd_fused(g, m, x, None, &[], OutGrad::Plain(dy), want).1.unwrap_or_default()
 }
 
 #[cfg(test)]
