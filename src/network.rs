@@ -79,17 +79,9 @@ impl Network {
         let loss = loss_fn(&logits)?;
         let mut grads = loss.backward()?;
         let mut grad = boundary.and_then(|b| grads.remove(b.as_tensor()));
-        let mut k = saved.len();
-        while k > 0 {
+        for s in saved.iter().rev() {
             let Some(g) = grad else { break };
-            if k >= 2 {
-                if let Some(dx) = saved[k - 2].backward_with_pool(&saved[k - 1], &g, &mut grads)? {
-                    (grad, k) = (dx, k - 2);
-                    continue;
-                }
-            }
-            grad = saved[k - 1].backward(&g, &mut grads)?;
-            k -= 1;
+            grad = s.backward(&g, &mut grads)?;
         }
         Ok((logits, loss, grads))
     }
@@ -100,13 +92,30 @@ impl Network {
         let mut i = start;
         while i < self.layers.len() {
             if !train {
+                // A conv, its folded BatchNorm (and ReLU), and the max pool
+                // after them, each as far as the run can be fused.
+                let unpool2 = |j: usize| matches!(self.layers.get(j), Some(Layer::MaxPool2d(p)) if p.is_unpool2());
                 if let (Layer::Conv2d(conv), Some(Layer::BatchNorm2d(bn))) = (&self.layers[i], self.layers.get(i + 1)) {
                     let relu = matches!(self.layers.get(i + 2), Some(Layer::Relu));
+                    let next = i + if relu { 3 } else { 2 };
                     let (scale, shift) = bn.inference_affine()?;
+                    if unpool2(next) {
+                        if let Some(ys) = conv.forward_folded_pool2(&xs, &scale, &shift, relu)? {
+                            (xs, i) = (ys, next + 1);
+                            continue;
+                        }
+                    }
                     if let Some(ys) = conv.forward_folded(&xs, &scale, &shift, relu)? {
-                        xs = ys;
-                        i += if relu { 3 } else { 2 };
+                        (xs, i) = (ys, next);
                         continue;
+                    }
+                }
+                if let Layer::Conv2d(conv) = &self.layers[i] {
+                    if unpool2(i + 1) {
+                        if let Some(ys) = conv.forward_pool2(&xs)? {
+                            (xs, i) = (ys, i + 2);
+                            continue;
+                        }
                     }
                 }
             }
@@ -318,6 +327,30 @@ pub(crate) mod tests {
         let worst = folded.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         let scale = plain.iter().map(|v| v.abs()).fold(0f32, f32::max);
         assert!(worst <= 1e-5 * scale.max(1.0), "{worst} vs {scale}");
+    }
+
+    /// Inference runs a Winograd conv (folded BatchNorm, ReLU) and the max
+    /// pool after it as one op: the same bits as the layers one by one
+    /// where nothing is folded, and within rounding where BatchNorm is.
+    #[test]
+    fn fused_conv_pool_inference_matches_layer_by_layer() {
+        for (name, exact) in [("seed3x3", true), ("seed4x4", true), ("fer_vgg", false)] {
+            let net = Network::new(preset(name, &serde_json::Map::new()).unwrap(), 3).unwrap();
+            let x = net.images_tensor(&images(3, 2304, 4), 3).unwrap();
+            let fused: Vec<f32> = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let mut xs = x.clone();
+            for layer in net.layers() {
+                xs = layer.forward_t(&xs, false, &mut rng).unwrap();
+            }
+            let plain: Vec<f32> = xs.flatten_all().unwrap().to_vec1().unwrap();
+            if exact {
+                assert_eq!(fused, plain, "{name}");
+            } else {
+                let worst = fused.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst <= 1e-5, "{name}: {worst}");
+            }
+        }
     }
 
     #[test]

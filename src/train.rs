@@ -502,20 +502,11 @@ mod profile {
         let mut grads = CrossEntropy::default().loss(&head, y).unwrap().backward().unwrap();
         let mut grad = grads.remove(boundary.as_tensor());
         println!("  head (layers {i}..) forward+backward {:?}", t0.elapsed());
-        let mut k = saved.len();
-        while k > 0 {
+        for (i, s) in saved.iter().rev() {
             let Some(g) = grad else { break };
             let t0 = Instant::now();
-            if k >= 2 {
-                if let Some(dx) = saved[k - 2].1.backward_with_pool(&saved[k - 1].1, &g, &mut grads).unwrap() {
-                    println!("  backward layers {}-{} {:?}", saved[k - 2].0, saved[k - 1].0, t0.elapsed());
-                    (grad, k) = (dx, k - 2);
-                    continue;
-                }
-            }
-            grad = saved[k - 1].1.backward(&g, &mut grads).unwrap();
-            println!("  backward layer {} {:?}", saved[k - 1].0, t0.elapsed());
-            k -= 1;
+            grad = s.backward(&g, &mut grads).unwrap();
+            println!("  backward layer {i} {:?}", t0.elapsed());
         }
     }
 

@@ -51,6 +51,23 @@ impl Conv2d {
         Ok((ys, op))
     }
 
+    /// [`Self::forward_saved`] and the 2x2 / stride-2 max pool after it in
+    /// one pass: `(y, pooled, op)`; `None` where the op cannot fuse them.
+    pub(super) fn forward_saved_pool2(&self, xs: &Tensor, want_dx: bool) -> Result<Option<(Tensor, Tensor, ConvBiasAct)>> {
+        let op = ConvBiasAct::for_training(self.padding, self.stride, self.activation == Activation::Relu, want_dx);
+        let fused = op.forward_pool2_tensors(xs, self.weight.as_tensor(), self.bias.as_ref().map(|b| b.as_tensor()), true)?;
+        Ok(fused.and_then(|(y, pooled)| Some((y?, pooled, op))))
+    }
+
+    /// Inference of this conv and the 2x2 / stride-2 max pool after it in
+    /// one pass, the conv's output never written out whole; `None` where
+    /// the op cannot fuse them.
+    pub fn forward_pool2(&self, xs: &Tensor) -> Result<Option<Tensor>> {
+        let op = ConvBiasAct::for_inference(self.padding, self.stride, self.activation == Activation::Relu);
+        let bias = self.bias.as_ref().map(|b| value(b, false));
+        Ok(op.forward_pool2_tensors(xs, &value(&self.weight, false), bias.as_ref(), false)?.map(|(_, pooled)| pooled))
+    }
+
     /// `(dx, dw, db)` of [`Self::forward_saved`].
     pub(super) fn backward_saved(&self, op: &ConvBiasAct, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Grads3> {
         op.backward_tensors(&x.contiguous()?, self.weight.as_tensor(), self.bias.as_ref().map(|b| b.as_tensor()), y, &grad.contiguous()?)
@@ -71,6 +88,21 @@ impl Conv2d {
     /// weights and bias: one fused pass instead of three. `None` when the
     /// conv has its own activation (the map would not commute with it).
     pub fn forward_folded(&self, xs: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Result<Option<Tensor>> {
+        let Some((w, b)) = self.folded(scale, shift)? else { return Ok(None) };
+        ops::conv2d_bias_act(xs, &w, Some(&b), self.padding, self.stride, relu).map(Some)
+    }
+
+    /// [`Self::forward_folded`] and the 2x2 / stride-2 max pool after it in
+    /// one pass (see [`Self::forward_pool2`]); `None` where either cannot be.
+    pub fn forward_folded_pool2(&self, xs: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Result<Option<Tensor>> {
+        let Some((w, b)) = self.folded(scale, shift)? else { return Ok(None) };
+        let op = ConvBiasAct::for_inference(self.padding, self.stride, relu);
+        Ok(op.forward_pool2_tensors(xs, &w, Some(&b), false)?.map(|(_, pooled)| pooled))
+    }
+
+    /// The weights and bias with the affine map folded in; `None` when the
+    /// conv has its own activation.
+    fn folded(&self, scale: &Tensor, shift: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
         if self.activation != Activation::None {
             return Ok(None);
         }
@@ -80,7 +112,7 @@ impl Conv2d {
             Some(b) => (value(b, false) * scale)?.add(shift)?,
             None => shift.clone(),
         };
-        ops::conv2d_bias_act(xs, &w, Some(&b), self.padding, self.stride, relu).map(Some)
+        Ok(Some((w, b)))
     }
 
     pub fn params(&self) -> Vec<Param<'_>> {

@@ -28,9 +28,9 @@ impl MaxPool2d {
         xs.contiguous()?.apply_op1_no_bwd(&self.op())
     }
 
-    /// Whether [`super::Saved::backward_with_pool`] can take this pool's
-    /// backward into the convolution's before it.
-    pub(super) fn is_unpool2(&self) -> bool {
+    /// Whether this is the 2x2 / stride-2 unpadded pool that a Winograd
+    /// convolution before it can run in its own forward and backward.
+    pub fn is_unpool2(&self) -> bool {
         ops::pool::is_unpool2(self.kernel, self.stride, self.padding)
     }
 

@@ -21,6 +21,12 @@ pub struct Saved<'a>(Kind<'a>);
 
 enum Kind<'a> {
     Conv { layer: &'a Conv2d, op: ConvBiasAct, x: Tensor, y: Tensor },
+    /// A Winograd convolution and the 2x2 / stride-2 max pool after it, run
+    /// as one: the pool reads the conv's output while it is in cache, and
+    /// the backward starts from the pool's output gradient (the pool's
+    /// input gradient, three quarters zeros and as large as the conv's
+    /// output, is never written out and read back).
+    ConvPool { layer: &'a Conv2d, op: ConvBiasAct, x: Tensor, y: Tensor },
     Pool { layer: &'a MaxPool2d, x: Tensor, y: Tensor },
     Dropout { op: Option<MaskOp> },
     Norm { layer: &'a BatchNorm2d, op: BatchNormTrain, x: Tensor, y: Tensor },
@@ -33,6 +39,13 @@ impl<'a> Saved<'a> {
     /// layers it ran; `None` for a layer autograd has to run. The backward
     /// computes the input gradient only when `want_dx`.
     pub fn forward(layers: &'a [Layer], xs: &Tensor, want_dx: bool, rng: &mut ChaCha8Rng) -> Result<Option<(Tensor, Saved<'a>, usize)>> {
+        if let [Layer::Conv2d(layer), Layer::MaxPool2d(pool), ..] = layers {
+            if pool.is_unpool2() {
+                if let Some((y, pooled, op)) = layer.forward_saved_pool2(xs, want_dx)? {
+                    return Ok(Some((pooled, Saved(Kind::ConvPool { layer, op, x: xs.clone(), y }), 2)));
+                }
+            }
+        }
         Ok(Some(match layers {
             [Layer::Conv2d(layer), ..] => {
                 let (y, op) = layer.forward_saved(xs, want_dx)?;
@@ -55,24 +68,16 @@ impl<'a> Saved<'a> {
         }))
     }
 
-    /// [`Self::backward`] of this layer and of `next`, the max pool after
-    /// it, as one, where this is a convolution that can take the pool's
-    /// output gradient (on Winograd: the pool's input gradient, three
-    /// quarters zeros and as large as the convolution's output, is then
-    /// never written and read back). `Ok(None)`: run the two one by one.
-    pub fn backward_with_pool(&self, next: &Saved, grad: &Tensor, grads: &mut GradStore) -> Result<Option<Option<Tensor>>> {
-        let (Kind::Conv { layer, op, x, y }, Kind::Pool { layer: pool, .. }) = (&self.0, &next.0) else { return Ok(None) };
-        if !pool.is_unpool2() {
-            return Ok(None);
-        }
-        Ok(layer.backward_saved_pool2(op, x, y, grad)?.map(|g| conv_grads(layer, g, grads)))
-    }
-
     /// Puts the layer's parameter gradients into `grads` and returns the
     /// gradient of its input (`None` where not wanted).
     pub fn backward(&self, grad: &Tensor, grads: &mut GradStore) -> Result<Option<Tensor>> {
         match &self.0 {
             Kind::Conv { layer, op, x, y } => Ok(conv_grads(layer, layer.backward_saved(op, x, y, grad)?, grads)),
+            Kind::ConvPool { layer, op, x, y } => match layer.backward_saved_pool2(op, x, y, grad)? {
+                Some(g) => Ok(conv_grads(layer, g, grads)),
+                // The forward ran on Winograd, and so does the backward.
+                None => candle_core::bail!("internal error: a fused conv + pool has no fused backward"),
+            },
             Kind::Pool { layer, x, y } => layer.backward_saved(x, y, grad),
             Kind::Dropout { op: Some(op) } => op.backward(grad).map(Some),
             Kind::Dropout { op: None } => Ok(Some(grad.clone())),

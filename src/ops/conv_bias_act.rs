@@ -41,12 +41,68 @@ impl ConvBiasAct {
         ConvBiasAct { pad, stride, relu, kept: Some(Mutex::new(None)), want_dx: Some(want_dx) }
     }
 
+    /// An inference forward's op: keeps nothing for a backward.
+    pub fn for_inference(pad: [usize; 4], stride: usize, relu: bool) -> Self {
+        ConvBiasAct { pad, stride, relu, kept: None, want_dx: None }
+    }
+
     /// `act(conv(x, w) + b)` with no autograd graph.
     pub fn forward_tensors(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         match b {
             Some(b) => x.apply_op3_no_bwd(&w, &b.contiguous()?, self),
             None => x.apply_op2_no_bwd(&w, self),
+        }
+    }
+
+    /// [`Self::forward_tensors`] and the 2x2 / stride-2 unpadded max pool of
+    /// its output in one pass ([`winograd::conv2d_fwd_pool2`]): `(y,
+    /// pooled)`, `y` only when `want_y` (a training step's backward needs
+    /// it); `None` where the convolution does not run on Winograd.
+    pub fn forward_pool2_tensors(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, want_y: bool) -> Result<Option<(Option<Tensor>, Tensor)>> {
+        let g = Geom::new(x.dims(), w.dims(), self.pad, self.stride)?;
+        let Algo::Winograd(m) = choose_algo(&g) else { return Ok(None) };
+        let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.map(|b| b.contiguous()).transpose()?);
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let bias = b.as_ref().map(|b| b.storage_and_layout());
+        let (Storage::Cpu(xs), Storage::Cpu(ws)) = (&*xs, &*ws) else { bail!("fer-conv2d-bias-act: expected CPU tensors") };
+        let bias = match &bias {
+            Some((bs, bl)) => match &**bs {
+                Storage::Cpu(bs) => Some((bs, *bl)),
+                _ => bail!("fer-conv2d-bias-act: expected CPU tensors"),
+            },
+            None => None,
+        };
+        fn run<T: Elem>(
+            op: &ConvBiasAct,
+            g: &Geom,
+            m: usize,
+            want_y: bool,
+            [x, w]: [(&CpuStorage, &Layout); 2],
+            b: Option<(&CpuStorage, &Layout)>,
+        ) -> Result<(Option<Tensor>, Tensor)> {
+            let bias = b.map(|(s, l)| contiguous_slice::<T>(s, l)).transpose()?;
+            if let Some(b) = bias {
+                if b.len() != g.o {
+                    bail!("conv2d: {} filters but {} biases", g.o, b.len());
+                }
+            }
+            let epi = winograd::Epilogue { bias, relu: op.relu };
+            let (x, w) = (contiguous_slice::<T>(x.0, x.1)?, contiguous_slice::<T>(w.0, w.1)?);
+            let (y, pooled, v) = winograd::conv2d_fwd_pool2(g, m, x, w, op.kept.is_some(), &epi, want_y);
+            if let Some(kept) = &op.kept {
+                *kept.lock().unwrap_or_else(|e| e.into_inner()) = v.map(|v| Box::new(v) as Box<dyn Any + Send>);
+            }
+            let dev = candle_core::Device::Cpu;
+            let y = if want_y { Some(Tensor::from_vec(y, (g.n, g.o, g.oh, g.ow), &dev)?) } else { None };
+            Ok((y, Tensor::from_vec(pooled, (g.n, g.o, g.oh / 2, g.ow / 2), &dev)?))
+        }
+        let args = [(xs, xl), (ws, wl)];
+        match (xs, ws) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => run::<f32>(self, &g, m, want_y, args, bias).map(Some),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => run::<f64>(self, &g, m, want_y, args, bias).map(Some),
+            _ => bail!("fer-conv2d-bias-act: x, w and b must all be f32 or all f64"),
         }
     }
 

@@ -212,6 +212,24 @@ pub fn is_unpool2(kernel: usize, stride: usize, pad: [usize; 4]) -> bool {
     kernel == 2 && stride == 2 && pad == [0; 4]
 }
 
+/// The 2x2 / stride-2 unpadded max pool of `x` (planes of `h x w`) into
+/// `y` (every element written), one plane after another: for a caller
+/// that pools a few planes at a time (the Winograd forward, while its
+/// output is still in cache).
+pub fn pool2<T: Elem>(h: usize, w: usize, x: &[T], y: &mut [T]) {
+    let g = PoolGeom { planes: x.len() / (h * w).max(1), h, w, k: 2, s: 2, pad: [0; 4], oh: h / 2, ow: w / 2 };
+    let (hw, ohw) = (h * w, g.oh * g.ow);
+    assert!(y.len() == g.planes * ohw, "pool2: sizes {} / {}", x.len(), y.len());
+    if ohw == 0 {
+        return;
+    }
+    // SAFETY: the planes only ever get initialised values written to them.
+    let y = unsafe { &mut *(y as *mut [T] as *mut [MaybeUninit<T>]) };
+    for (xp, yp) in x.chunks_exact(hw).zip(y.chunks_exact_mut(ohw)) {
+        simd::dispatch(#[inline(always)] || pool2_fwd_plane(&g, xp, yp));
+    }
+}
+
 /// The input gradient of a 2x2 / stride-2 unpadded max pool of `x`
 /// (planes of `h x w`) given its output gradient `dy`, and with `relu`,
 /// further back through the ReLU whose output `x` is, into `dx` (every

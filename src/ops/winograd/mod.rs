@@ -39,7 +39,7 @@ use super::conv::{chunks_each, inner_par, sum_partials, Geom};
 use super::conv_bias_act::{plane_sum, relu_grad};
 use rayon::prelude::*;
 
-use super::gemm::{gemm, pooled, zeros, Elem, Mat, Parallelism};
+use super::gemm::{gemm, pooled as pooled_buffer, zeros, Elem, Mat, Parallelism};
 use super::pool;
 use super::simd;
 
@@ -895,24 +895,56 @@ pub fn conv2d_fwd<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T]) -> Vec<T> {
 /// [`conv2d_bwd_fused`] need not transform the input again. The output
 /// goes through `epi` (bias, ReLU) as it is written.
 pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>) -> (Vec<T>, Option<Vec<T>>) {
+    let (y, _, kept) = forward(g, m, x, w, keep, epi, Pool::No);
+    (y, kept)
+}
+
+/// [`conv2d_fwd_keep`] followed by a 2x2 / stride-2 unpadded max pool of
+/// its output, pooled a group at a time while the group's output is still
+/// in cache: `(y, pooled, kept)`. Without `want_y` (inference), `y` is
+/// empty: the output is never written out whole at all.
+pub fn conv2d_fwd_pool2<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>, want_y: bool) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
+    forward(g, m, x, w, keep, epi, if want_y { Pool::Also } else { Pool::Only })
+}
+
+/// What [`forward`] returns besides the convolution's output.
+#[derive(Clone, Copy, PartialEq)]
+enum Pool {
+    /// The output only.
+    No,
+    /// The output and its 2x2 / stride-2 max pool.
+    Also,
+    /// The pool only.
+    Only,
+}
+
+fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>, pool: Pool) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
     let k = Kernels::new(m, g.kh);
     let (tf, tl) = (k.tf, k.tiles(g));
     let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
-    let mut y = zeros::<T>(g.n * op);
-    if y.is_empty() {
-        return (y, None);
+    let pop = o_n * (g.oh / 2) * (g.ow / 2);
+    let mut y = if pool == Pool::Only { Vec::new() } else { zeros::<T>(g.n * op) };
+    let mut pooled = if pool == Pool::No { Vec::new() } else { zeros::<T>(g.n * pop) };
+    if g.n * op == 0 {
+        return (y, pooled, None);
     }
     let u = k.filter(g, w);
     let par = inner_par(tl.groups);
     let (pv, pm) = (tl.plane(c_n), tl.plane(o_n));
     let (bv, bm) = (np * pv, np * pm);
-    // `kept`: the group's slice of the kept tiles, else scratch is used.
-    let run = |gi: usize, yg: &mut [T], mut kept: Option<&mut [T]>| {
+    // `yg`, `pg`, `kept`: the group's slices of the outputs wanted and of
+    // the kept tiles; scratch stands in for the others.
+    let run = |gi: usize, yg: Option<&mut [T]>, pg: Option<&mut [T]>, mut kept: Option<&mut [T]>| {
         let (n0, ng) = tl.images(g, gi);
         let xg = &x[n0 * chw..(n0 + ng) * chw];
-        let scratch = bm + if kept.is_none() { bv } else { 0 };
+        let scratch = bm + if kept.is_none() { bv } else { 0 } + if yg.is_none() { ng * op } else { 0 };
         T::with_scratch(scratch, |buf| {
-            let (mm, vs) = buf.split_at_mut(bm);
+            let (mm, rest) = buf.split_at_mut(bm);
+            let (vs, ys) = rest.split_at_mut(if kept.is_none() { bv } else { 0 });
+            let yg = match yg {
+                Some(yg) => yg,
+                None => &mut ys[..ng * op],
+            };
             for b in 0..tl.bands {
                 let bl = tl.band(b);
                 let pl = Planes { pv, pm, tg: ng * bl.t };
@@ -924,20 +956,31 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
                 planes_fwd(np, o_n, c_n, pl, &u, v, mm, par);
                 k.output(g, &bl, mm, ng, yg, epi);
             }
+            if let Some(pg) = pg {
+                pool::pool2(g.oh, g.ow, yg, pg);
+            }
         })
     };
-    // The groups always run in parallel; with fewer groups than threads,
-    // their planes do too (`par`).
-    if !keep {
-        y.par_chunks_mut(tl.gs * op).enumerate().for_each(|(gi, yg)| run(gi, yg, None));
-        return (y, None);
-    }
     // One `bv` block per band of each group, whatever the band's size: band
     // `b` of group `gi` is at `(gi * bands + b) * bv`.
-    let mut kept = pooled::<T>(bv * tl.bands * tl.groups);
-    let jobs: Vec<_> = y.chunks_mut(tl.gs * op).zip(kept.chunks_mut(bv * tl.bands)).enumerate().collect();
-    jobs.into_par_iter().for_each(|(gi, (yg, v))| run(gi, yg, Some(v)));
-    (y, Some(kept))
+    let mut kept = if keep { Some(pooled_buffer::<T>(bv * tl.bands * tl.groups)) } else { None };
+    let ys = group_slices(&mut y, tl.gs * op, tl.groups);
+    let ps = group_slices(&mut pooled, tl.gs * pop, tl.groups);
+    let ks = group_slices(kept.as_deref_mut().unwrap_or_default(), bv * tl.bands, tl.groups);
+    // The groups always run in parallel; with fewer groups than threads,
+    // their planes do too (`par`).
+    let jobs: Vec<_> = ys.into_iter().zip(ps).zip(ks).enumerate().collect();
+    jobs.into_par_iter().for_each(|(gi, ((yg, pg), kg))| run(gi, yg, pg, kg));
+    (y, pooled, kept)
+}
+
+/// `groups` consecutive slices of `len` (the last one shorter) of `v`, or
+/// as many `None`s when `v` is empty.
+fn group_slices<T>(v: &mut [T], len: usize, groups: usize) -> Vec<Option<&mut [T]>> {
+    if v.is_empty() {
+        return (0..groups).map(|_| None).collect();
+    }
+    v.chunks_mut(len).map(Some).collect()
 }
 
 /// `(dx, dw, db)`, each where it was wanted.
