@@ -58,10 +58,14 @@ impl ConvBiasAct {
     /// [`Self::forward_tensors`] and the 2x2 / stride-2 unpadded max pool of
     /// its output in one pass ([`winograd::conv2d_fwd_pool2`]): `(y,
     /// pooled)`, `y` only when `want_y` (a training step's backward needs
-    /// it); `None` where the convolution does not run on Winograd.
+    /// it); `None` where the convolution does not run on Winograd, or its
+    /// output is too small to pool (the pool op then says so).
     pub fn forward_pool2_tensors(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, want_y: bool) -> Result<Option<(Option<Tensor>, Tensor)>> {
         let g = Geom::new(x.dims(), w.dims(), self.pad, self.stride)?;
         let Algo::Winograd(m) = choose_algo(&g) else { return Ok(None) };
+        if g.oh < 2 || g.ow < 2 {
+            return Ok(None);
+        }
         let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.map(|b| b.contiguous()).transpose()?);
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();

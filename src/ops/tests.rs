@@ -446,7 +446,7 @@ fn fused_winograd_backward_is_bit_identical() {
                     let at = |k: usize| (2 * i + k / 2) * g.ow + 2 * j + k % 2;
                     let first = (1..4).fold(0, |b, k| if yp[at(k)] > yp[at(b)] { k } else { b });
                     let d = 0.0 + dp[(plane * ph + i) * pw + j];
-                    up[at(first)] = if relu && !(yp[at(first)] > 0.0) { 0.0 } else { d };
+                    up[at(first)] = if relu && yp[at(first)] <= 0.0 { 0.0 } else { d };
                 }
             }
             let (_, kept) = winograd::conv2d_fwd_keep(&g, m, &x, &w, true, &winograd::Epilogue::NONE);
