@@ -4,7 +4,10 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, T
 use rayon::prelude::*;
 
 use super::{filled, value, Param};
-use crate::ops::gemm::{contiguous_slice, par_filled};
+use std::mem::MaybeUninit;
+
+use crate::ops::gemm::{contiguous_slice, par_filled, par_filled2, Elem};
+use crate::ops::pool;
 
 /// Batch normalisation over (N, H, W) per channel, Keras flavour: the running
 /// statistics move as `running = momentum * running + (1 - momentum) * batch`
@@ -71,6 +74,24 @@ impl BatchNorm2d {
     /// `(dx, dγ, dβ)` of [`Self::forward_saved`].
     pub(super) fn backward_saved(&self, op: &BatchNormTrain, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         op.bwd(&x.contiguous()?, self.gamma.as_tensor(), self.beta.as_tensor(), y, &grad.contiguous()?)
+    }
+
+    /// [`Self::forward_saved`] and the 2x2 / stride-2 max pool after it in
+    /// one pass: `(y, pooled, op)`; `None` where the map is too small to pool
+    /// (the pool op then says so).
+    pub(super) fn forward_saved_pool2(&self, xs: &Tensor, relu: bool) -> Result<Option<(Tensor, Tensor, BatchNormTrain)>> {
+        if !matches!(*xs.dims(), [_, _, h, w] if h >= 2 && w >= 2) {
+            return Ok(None);
+        }
+        let op = self.train_op(relu);
+        let (ys, pooled) = op.forward_pool2(xs, self.gamma.as_tensor(), self.beta.as_tensor())?;
+        self.update_from(&op, xs)?;
+        Ok(Some((ys, pooled, op)))
+    }
+
+    /// `(dx, dγ, dβ)` of [`Self::forward_saved_pool2`] given the pool's output gradient.
+    pub(super) fn backward_saved_pool2(&self, op: &BatchNormTrain, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        op.backward_pool2(&x.contiguous()?, self.gamma.as_tensor(), y, &grad.contiguous()?)
     }
 
     pub(super) fn gamma_beta(&self) -> (&Var, &Var) {
@@ -149,11 +170,24 @@ fn nc_plane(shape: &[usize]) -> Result<(usize, usize, usize)> {
     }
 }
 
+/// `f` on plane `k` (of `plane` elements) of the gradient `g` reaching a
+/// BatchNorm's output `y`: `g`'s own, or with `pooled = Some((h, w))`, where
+/// `g` is that of the 2x2 / stride-2 max pool of `y`, the pool's input
+/// gradient for the plane, made in scratch.
+fn grad_plane<R>(g: &[f32], y: &[f32], k: usize, plane: usize, pooled: Option<(usize, usize)>, f: impl FnOnce(&[f32]) -> R) -> R {
+    let Some((h, w)) = pooled else { return f(&g[k * plane..(k + 1) * plane]) };
+    let pp = (h / 2) * (w / 2);
+    f32::with_scratch(plane, |s| {
+        pool::unpool2(h, w, &y[k * plane..(k + 1) * plane], &g[k * pp..(k + 1) * pp], false, s);
+        f(s)
+    })
+}
+
 /// Sums each of the `K` values of `f(a_i, b_i, c_i)` over one channel's
 /// planes of three (N, C, plane) buffers, in a fixed order (so results do
-/// not depend on the thread count): 16 f32 lanes per plane, vectorisable,
-/// and f64 across lanes and planes. The `K` sums share one pass over the
-/// buffers; each is added up exactly as it would be alone.
+/// not depend on the thread count): [`plane_sums`] of each image, added up
+/// in f64. The `K` sums share one pass over the buffers; each is added up
+/// exactly as it would be alone.
 #[allow(clippy::too_many_arguments)]
 fn channel_sums<const K: usize>(
     n: usize,
@@ -165,27 +199,187 @@ fn channel_sums<const K: usize>(
     cc: &[f32],
     f: impl Fn(f32, f32, f32) -> [f32; K],
 ) -> [f64; K] {
-    const LANES: usize = 16;
+    channel_sums_with(n, |img, sums| {
+        let range = (img * c + ch) * plane..(img * c + ch + 1) * plane;
+        sums(&a[range.clone()], &b[range.clone()], &cc[range])
+    }, f)
+}
+
+/// [`channel_sums`] over planes that `planes(img, sums)` hands to `sums`
+/// (made on the fly, for the pooled backward), in the same order.
+fn channel_sums_with<const K: usize, F: Fn(f32, f32, f32) -> [f32; K]>(
+    n: usize,
+    planes: impl Fn(usize, &dyn Fn(&[f32], &[f32], &[f32]) -> [f64; K]) -> [f64; K],
+    f: F,
+) -> [f64; K] {
     let mut total = [0f64; K];
     for img in 0..n {
-        let range = (img * c + ch) * plane..(img * c + ch + 1) * plane;
-        let (a, b, cc) = (&a[range.clone()], &b[range.clone()], &cc[range]);
-        let body = plane / LANES * LANES;
-        let mut acc = [[0f32; LANES]; K];
-        for ((a, b), cc) in a[..body].chunks_exact(LANES).zip(b[..body].chunks_exact(LANES)).zip(cc[..body].chunks_exact(LANES)) {
-            for j in 0..LANES {
-                let v = f(a[j], b[j], cc[j]);
-                for k in 0..K {
-                    acc[k][j] += v[k];
-                }
-            }
-        }
+        let part = planes(img, &|a, b, cc| plane_sums(a, b, cc, &f));
         for k in 0..K {
-            let tail: f32 = (body..plane).map(|i| f(a[i], b[i], cc[i])[k]).sum();
-            total[k] += acc[k].iter().map(|&v| v as f64).sum::<f64>() + tail as f64;
+            total[k] += part[k];
         }
     }
     total
+}
+
+/// Each of the `K` sums of `f` over one plane: 16 f32 lanes, vectorisable,
+/// then f64 across lanes.
+#[inline(always)]
+fn plane_sums<const K: usize>(a: &[f32], b: &[f32], cc: &[f32], f: impl Fn(f32, f32, f32) -> [f32; K]) -> [f64; K] {
+    const LANES: usize = 16;
+    let plane = a.len();
+    let body = plane / LANES * LANES;
+    let mut acc = [[0f32; LANES]; K];
+    for ((a, b), cc) in a[..body].chunks_exact(LANES).zip(b[..body].chunks_exact(LANES)).zip(cc[..body].chunks_exact(LANES)) {
+        for j in 0..LANES {
+            let v = f(a[j], b[j], cc[j]);
+            for k in 0..K {
+                acc[k][j] += v[k];
+            }
+        }
+    }
+    std::array::from_fn(|k| {
+        let tail: f32 = (body..plane).map(|i| f(a[i], b[i], cc[i])[k]).sum();
+        acc[k].iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+    })
+}
+
+impl BatchNormTrain {
+    /// `y` (N, C, H, W) of `x` and, with `pool`, its 2x2 / stride-2 max
+    /// pool, each plane pooled as soon as it is written.
+    fn forward_slices(&self, x: &[f32], dims: &[usize], gamma: &[f32], beta: &[f32], pool: bool) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (n, c, plane) = nc_plane(dims)?;
+        if gamma.len() != c || beta.len() != c {
+            bail!("batch norm: {c} channels but {} gammas and {} betas", gamma.len(), beta.len());
+        }
+        let m = (n * plane) as f64;
+        let (mean, var): (Vec<f64>, Vec<f64>) = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let [sum] = channel_sums(n, c, plane, ch, x, x, x, |x, _, _| [x]);
+                let mean = sum / m;
+                let mf = mean as f32;
+                let [sq] = channel_sums(n, c, plane, ch, x, x, x, |x, _, _| [(x - mf) * (x - mf)]);
+                let var = sq / m;
+                (mean, var)
+            })
+            .unzip();
+        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let y_plane = |k: usize, yk: &mut [MaybeUninit<f32>]| {
+            let ch = k % c;
+            let xk = &x[k * plane..(k + 1) * plane];
+            let scale = (gamma[ch] as f64 * inv_std[ch]) as f32;
+            let shift = (beta[ch] as f64 - mean[ch] * gamma[ch] as f64 * inv_std[ch]) as f32;
+            if self.relu {
+                yk.iter_mut().zip(xk).for_each(|(y, x)| _ = y.write((x * scale + shift).max(0.0)));
+            } else {
+                yk.iter_mut().zip(xk).for_each(|(y, x)| _ = y.write(x * scale + shift));
+            }
+        };
+        let (y, pooled) = if pool {
+            let (h, w) = (dims[2], dims[3]);
+            let pp = (h / 2) * (w / 2);
+            // SAFETY: every element of every plane of both is written:
+            // `y_plane` writes its plane, which `pool2` then reads, and
+            // `pool2` writes all of its own.
+            unsafe {
+                par_filled2((x.len(), n * c * pp), (plane, pp), |k, yk, pk| {
+                    y_plane(k, yk);
+                    let yk = &*(yk as *const [MaybeUninit<f32>] as *const [f32]);
+                    pool::pool2(h, w, yk, &mut *(pk as *mut [MaybeUninit<f32>] as *mut [f32]));
+                })
+            }
+        } else {
+            // SAFETY: every element of every plane is written.
+            (unsafe { par_filled(x.len(), plane, y_plane) }, Vec::new())
+        };
+        if let Ok(mut stats) = self.stats.lock() {
+            *stats = Some(Stats { mean, var, inv_std });
+        }
+        Ok((y, pooled))
+    }
+
+    /// The training forward and the 2x2 / stride-2 max pool after it in one
+    /// pass: `(y, pooled)`.
+    pub(super) fn forward_pool2(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<(Tensor, Tensor)> {
+        let dims = x.dims().to_vec();
+        let &[n, c, h, w] = &dims[..] else { bail!("batch norm expects (N, C, H, W), got {dims:?}") };
+        let (gamma, beta): (Vec<f32>, Vec<f32>) = (gamma.to_vec1()?, beta.to_vec1()?);
+        let (y, pooled) = with_slice(x, |x| self.forward_slices(x, &dims, &gamma, &beta, true))?;
+        let dev = x.device();
+        Ok((Tensor::from_vec(y, (n, c, h, w), dev)?, Tensor::from_vec(pooled, (n, c, h / 2, w / 2), dev)?))
+    }
+
+    /// With x̂ the normalised input and M = N*H*W per channel:
+    /// dβ = Σg, dγ = Σg·x̂, dx = γ/σ · (g − dβ/M − x̂·dγ/M). With `pooled`,
+    /// `grad` is that of the 2x2 / stride-2 max pool of `res` (see
+    /// [`Self::forward_pool2`]), whose backward is made a plane at a time.
+    fn backward(&self, x: &Tensor, gamma: &Tensor, res: &Tensor, grad: &Tensor, pooled: bool) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let guard = self.stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?;
+        let Some(stats) = guard.as_ref() else { bail!("batch norm: backward before forward") };
+        let (n, c, plane) = nc_plane(x.dims())?;
+        let (h, w) = (x.dims()[2], x.dims()[3]);
+        let pp = if pooled { (h / 2) * (w / 2) } else { plane };
+        if grad.elem_count() != n * c * pp {
+            bail!("batch norm: gradient of shape {:?} for an input of shape {:?}", grad.dims(), x.dims());
+        }
+        let gamma: Vec<f32> = gamma.to_vec1()?;
+        let m = (n * plane) as f64;
+        let relu = self.relu;
+        let (dx, dgamma, dbeta) = with_slice(x, |x| {
+            with_slice(grad, |g| with_slice(res, |y| {
+                // The gradient reaching the normalisation: zero where the fused ReLU clipped.
+                let masked = move |g: f32, y: f32| if relu && !(y > 0.0) { 0.0 } else { g };
+                let hw = pooled.then_some((h, w));
+                let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = (0..c)
+                    .into_par_iter()
+                    .map(|ch| {
+                        let mean = stats.mean[ch] as f32;
+                        let sums = |g: f32, y: f32, x: f32| {
+                            let g = masked(g, y);
+                            [g, g * (x - mean)]
+                        };
+                        let [sg, sgx] = channel_sums_with(n, |img, plane_sums| {
+                            let k = img * c + ch;
+                            let range = k * plane..(k + 1) * plane;
+                            grad_plane(g, y, k, plane, hw, |gk| plane_sums(gk, &y[range.clone()], &x[range.clone()]))
+                        }, sums);
+                        (sg, sgx * stats.inv_std[ch])
+                    })
+                    .unzip();
+                // dx = scale * (g - dβ/M - x̂ dγ/M), expanded to k_g g - k_x x + k_0 per channel.
+                let dx_plane = |k: usize, dk: &mut [MaybeUninit<f32>]| {
+                    let ch = k % c;
+                    let scale = gamma[ch] as f64 * stats.inv_std[ch];
+                    let (mb, mg) = (dbeta[ch] / m, dgamma[ch] / m);
+                    let k_x = scale * stats.inv_std[ch] * mg;
+                    let (k_g, k_xf, k_0) = (scale as f32, k_x as f32, (k_x * stats.mean[ch] - scale * mb) as f32);
+                    let range = k * plane..(k + 1) * plane;
+                    grad_plane(g, y, k, plane, hw, |gk| {
+                        for ((d, (&g, &y)), &x) in dk.iter_mut().zip(gk.iter().zip(&y[range.clone()])).zip(&x[range]) {
+                            d.write(k_g * masked(g, y) - k_xf * x + k_0);
+                        }
+                    });
+                };
+                // SAFETY: `dx_plane` writes every element of its plane.
+                let dx = unsafe { par_filled(x.len(), plane, dx_plane) };
+                Ok((dx, dgamma, dbeta))
+            }))
+        })?;
+        let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(to_f32(dgamma), c, dev)?),
+            Some(Tensor::from_vec(to_f32(dbeta), c, dev)?),
+        ))
+    }
+
+    /// `(dx, dγ, dβ)` given the gradient of the 2x2 / stride-2 max pool of
+    /// [`Self::forward_pool2`]'s `y`.
+    pub(super) fn backward_pool2(&self, x: &Tensor, gamma: &Tensor, y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        self.backward(x, gamma, y, grad, true)
+    }
 }
 
 impl CustomOp3 for BatchNormTrain {
@@ -203,45 +397,10 @@ impl CustomOp3 for BatchNormTrain {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, gamma, beta) = (contiguous_slice::<f32>(s1, l1)?, contiguous_slice::<f32>(s2, l2)?, contiguous_slice::<f32>(s3, l3)?);
-        let (n, c, plane) = nc_plane(l1.dims())?;
-        if gamma.len() != c || beta.len() != c {
-            bail!("batch norm: {c} channels but {} gammas and {} betas", gamma.len(), beta.len());
-        }
-        let m = (n * plane) as f64;
-        let (mean, var): (Vec<f64>, Vec<f64>) = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let [sum] = channel_sums(n, c, plane, ch, x, x, x, |x, _, _| [x]);
-                let mean = sum / m;
-                let mf = mean as f32;
-                let [sq] = channel_sums(n, c, plane, ch, x, x, x, |x, _, _| [(x - mf) * (x - mf)]);
-                let var = sq / m;
-                (mean, var)
-            })
-            .unzip();
-        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        // SAFETY: every element of every plane is written.
-        let y = unsafe {
-            par_filled(x.len(), plane, |k, yk| {
-                let ch = k % c;
-                let xk = &x[k * plane..(k + 1) * plane];
-                let scale = (gamma[ch] as f64 * inv_std[ch]) as f32;
-                let shift = (beta[ch] as f64 - mean[ch] * gamma[ch] as f64 * inv_std[ch]) as f32;
-                if self.relu {
-                    yk.iter_mut().zip(xk).for_each(|(y, x)| _ = y.write((x * scale + shift).max(0.0)));
-                } else {
-                    yk.iter_mut().zip(xk).for_each(|(y, x)| _ = y.write(x * scale + shift));
-                }
-            })
-        };
-        if let Ok(mut stats) = self.stats.lock() {
-            *stats = Some(Stats { mean, var, inv_std });
-        }
+        let (y, _) = self.forward_slices(x, l1.dims(), gamma, beta, false)?;
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    /// With x̂ the normalised input and M = N*H*W per channel:
-    /// dβ = Σg, dγ = Σg·x̂, dx = γ/σ · (g − dβ/M − x̂·dγ/M).
     fn bwd(
         &self,
         x: &Tensor,
@@ -250,51 +409,7 @@ impl CustomOp3 for BatchNormTrain {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let guard = self.stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?;
-        let Some(stats) = guard.as_ref() else { bail!("batch norm: backward before forward") };
-        let (n, c, plane) = nc_plane(x.dims())?;
-        let gamma: Vec<f32> = gamma.to_vec1()?;
-        let m = (n * plane) as f64;
-        let relu = self.relu;
-        let (dx, dgamma, dbeta) = with_slice(x, |x| {
-            with_slice(grad, |g| with_slice(res, |y| {
-                // The gradient reaching the normalisation: zero where the fused ReLU clipped.
-                let masked = move |g: f32, y: f32| if relu && !(y > 0.0) { 0.0 } else { g };
-                let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = (0..c)
-                    .into_par_iter()
-                    .map(|ch| {
-                        let mean = stats.mean[ch] as f32;
-                        let [sg, sgx] = channel_sums(n, c, plane, ch, g, y, x, |g, y, x| {
-                            let g = masked(g, y);
-                            [g, g * (x - mean)]
-                        });
-                        (sg, sgx * stats.inv_std[ch])
-                    })
-                    .unzip();
-                // dx = scale * (g - dβ/M - x̂ dγ/M), expanded to k_g g - k_x x + k_0 per channel.
-                let dx_plane = |k: usize, dk: &mut [std::mem::MaybeUninit<f32>]| {
-                    let ch = k % c;
-                    let scale = gamma[ch] as f64 * stats.inv_std[ch];
-                    let (mb, mg) = (dbeta[ch] / m, dgamma[ch] / m);
-                    let k_x = scale * stats.inv_std[ch] * mg;
-                    let (k_g, k_xf, k_0) = (scale as f32, k_x as f32, (k_x * stats.mean[ch] - scale * mb) as f32);
-                    let range = k * plane..(k + 1) * plane;
-                    for ((d, (&g, &y)), &x) in dk.iter_mut().zip(g[range.clone()].iter().zip(&y[range.clone()])).zip(&x[range]) {
-                        d.write(k_g * masked(g, y) - k_xf * x + k_0);
-                    }
-                };
-                // SAFETY: `dx_plane` writes every element of its plane.
-                let dx = unsafe { par_filled(x.len(), plane, dx_plane) };
-                Ok((dx, dgamma, dbeta))
-            }))
-        })?;
-        let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
-        let dev = x.device();
-        Ok((
-            Some(Tensor::from_vec(dx, x.shape(), dev)?),
-            Some(Tensor::from_vec(to_f32(dgamma), c, dev)?),
-            Some(Tensor::from_vec(to_f32(dbeta), c, dev)?),
-        ))
+        self.backward(x, gamma, res, grad, false)
     }
 }
 

@@ -30,6 +30,9 @@ enum Kind<'a> {
     Pool { layer: &'a MaxPool2d, x: Tensor, y: Tensor },
     Dropout { op: Option<MaskOp> },
     Norm { layer: &'a BatchNorm2d, op: BatchNormTrain, x: Tensor, y: Tensor },
+    /// BatchNorm (with its ReLU) and the 2x2 / stride-2 max pool after it,
+    /// the same way as `ConvPool`.
+    NormPool { layer: &'a BatchNorm2d, op: BatchNormTrain, x: Tensor, y: Tensor },
 }
 
 impl<'a> Saved<'a> {
@@ -43,6 +46,16 @@ impl<'a> Saved<'a> {
             if pool.is_unpool2() {
                 if let Some((y, pooled, op)) = layer.forward_saved_pool2(xs, want_dx)? {
                     return Ok(Some((pooled, Saved(Kind::ConvPool { layer, op, x: xs.clone(), y }), 2)));
+                }
+            }
+        }
+        if let [Layer::BatchNorm2d(layer), rest @ ..] = layers {
+            let relu = matches!(rest.first(), Some(Layer::Relu));
+            if let Some(Layer::MaxPool2d(pool)) = rest.get(usize::from(relu)) {
+                if pool.is_unpool2() {
+                    if let Some((y, pooled, op)) = layer.forward_saved_pool2(xs, relu)? {
+                        return Ok(Some((pooled, Saved(Kind::NormPool { layer, op, x: xs.clone(), y }), 2 + usize::from(relu))));
+                    }
                 }
             }
         }
@@ -81,13 +94,8 @@ impl<'a> Saved<'a> {
             Kind::Pool { layer, x, y } => layer.backward_saved(x, y, grad),
             Kind::Dropout { op: Some(op) } => op.backward(grad).map(Some),
             Kind::Dropout { op: None } => Ok(Some(grad.clone())),
-            Kind::Norm { layer, op, x, y } => {
-                let (dx, dgamma, dbeta) = layer.backward_saved(op, x, y, grad)?;
-                let (gamma, beta) = layer.gamma_beta();
-                insert(grads, gamma, dgamma);
-                insert(grads, beta, dbeta);
-                Ok(dx)
-            }
+            Kind::Norm { layer, op, x, y } => Ok(norm_grads(layer, layer.backward_saved(op, x, y, grad)?, grads)),
+            Kind::NormPool { layer, op, x, y } => Ok(norm_grads(layer, layer.backward_saved_pool2(op, x, y, grad)?, grads)),
         }
     }
 }
@@ -99,6 +107,14 @@ fn conv_grads(layer: &Conv2d, (dx, dw, db): Grads3, grads: &mut GradStore) -> Op
     if let Some(b) = b {
         insert(grads, b, db);
     }
+    dx
+}
+
+/// Puts a BatchNorm's γ and β gradients into `grads`; returns its input gradient.
+fn norm_grads(layer: &BatchNorm2d, (dx, dgamma, dbeta): Grads3, grads: &mut GradStore) -> Option<Tensor> {
+    let (gamma, beta) = layer.gamma_beta();
+    insert(grads, gamma, dgamma);
+    insert(grads, beta, dbeta);
     dx
 }
 

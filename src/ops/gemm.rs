@@ -131,6 +131,33 @@ pub unsafe fn par_filled<T: Send>(len: usize, chunk: usize, f: impl Fn(usize, &m
     v
 }
 
+/// [`par_filled`] for two vectors written together: `f(i, a, b)` gets
+/// piece `i` of each (`chunk.0` and `chunk.1` elements); both must have the
+/// same number of pieces.
+///
+/// # Safety
+/// `f` must write every element of both pieces it is given.
+pub unsafe fn par_filled2<T: Send>(
+    len: (usize, usize),
+    chunk: (usize, usize),
+    f: impl Fn(usize, &mut [MaybeUninit<T>], &mut [MaybeUninit<T>]) + Sync,
+) -> (Vec<T>, Vec<T>) {
+    let (mut a, mut b) = (Vec::with_capacity(len.0), Vec::with_capacity(len.1));
+    if len.0 == 0 || len.1 == 0 {
+        assert!(len.0 == 0 && len.1 == 0, "par_filled2: lengths {len:?}");
+        return (a, b);
+    }
+    assert_eq!(len.0.div_ceil(chunk.0), len.1.div_ceil(chunk.1), "par_filled2: lengths {len:?} in pieces of {chunk:?}");
+    let pieces = a.spare_capacity_mut()[..len.0].par_chunks_mut(chunk.0).zip(b.spare_capacity_mut()[..len.1].par_chunks_mut(chunk.1));
+    pieces.enumerate().for_each(|(i, (pa, pb))| f(i, pa, pb));
+    // SAFETY: the caller's `f` wrote all elements of both.
+    unsafe {
+        a.set_len(len.0);
+        b.set_len(len.1);
+    }
+    (a, b)
+}
+
 /// The contiguous data of a storage/layout pair (errors on strided views;
 /// the op wrappers call `.contiguous()` first).
 pub fn contiguous_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
