@@ -323,15 +323,20 @@ pub(crate) mod tests {
         }
         let x = net.images_tensor(&images(5, 144, 9), 5).unwrap();
         let folded: Vec<f32> = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let plain = layer_by_layer(&net, &x);
+        let worst = folded.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = plain.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-5 * scale.max(1.0), "{worst} vs {scale}");
+    }
+
+    /// Inference with each layer run on its own (nothing fused or folded).
+    fn layer_by_layer(net: &Network, x: &Tensor) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let mut xs = x.clone();
         for layer in net.layers() {
             xs = layer.forward_t(&xs, false, &mut rng).unwrap();
         }
-        let plain: Vec<f32> = xs.flatten_all().unwrap().to_vec1().unwrap();
-        let worst = folded.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        let scale = plain.iter().map(|v| v.abs()).fold(0f32, f32::max);
-        assert!(worst <= 1e-5 * scale.max(1.0), "{worst} vs {scale}");
+        xs.flatten_all().unwrap().to_vec1().unwrap()
     }
 
     /// Inference runs a Winograd conv (folded BatchNorm, ReLU) and the max
@@ -343,12 +348,7 @@ pub(crate) mod tests {
             let net = Network::new(preset(name, &serde_json::Map::new()).unwrap(), 3).unwrap();
             let x = net.images_tensor(&images(3, 2304, 4), 3).unwrap();
             let fused: Vec<f32> = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-            let mut rng = ChaCha8Rng::seed_from_u64(0);
-            let mut xs = x.clone();
-            for layer in net.layers() {
-                xs = layer.forward_t(&xs, false, &mut rng).unwrap();
-            }
-            let plain: Vec<f32> = xs.flatten_all().unwrap().to_vec1().unwrap();
+            let plain = layer_by_layer(&net, &x);
             if exact {
                 assert_eq!(fused, plain, "{name}");
             } else {
