@@ -62,7 +62,7 @@ def train(
     ``augment=False, lr_schedule="constant", label_smoothing=0,
     class_weight=None`` to train the study's way. These defaults gave the best
     60-minute result (``benchmarks/bench_recipe.py``); the shipped pretrained
-    model trained for 129 epochs with more regularisation (``dropout=0.25``
+    model trained for 176 epochs with more regularisation (``dropout=0.25``
     and ``augment={"erasing": 0.25}``, see ``scripts/train_pretrained.py``).
 
     ``epochs`` defaults to 10. Give ``time_limit`` (seconds) instead and the
