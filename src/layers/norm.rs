@@ -285,8 +285,7 @@ impl BatchNormTrain {
             unsafe {
                 par_filled2((x.len(), n * c * pp), (plane, pp), |k, yk, pk| {
                     y_plane(k, yk);
-                    let yk = &*(yk as *const [MaybeUninit<f32>] as *const [f32]);
-                    pool::pool2(h, w, yk, &mut *(pk as *mut [MaybeUninit<f32>] as *mut [f32]));
+                    pool::pool2(h, w, &*(yk as *const [MaybeUninit<f32>] as *const [f32]), pk);
                 })
             }
         } else {

@@ -86,18 +86,10 @@ impl ConvBiasAct {
             [x, w]: [(&CpuStorage, &Layout); 2],
             b: Option<(&CpuStorage, &Layout)>,
         ) -> Result<(Option<Tensor>, Tensor)> {
-            let bias = b.map(|(s, l)| contiguous_slice::<T>(s, l)).transpose()?;
-            if let Some(b) = bias {
-                if b.len() != g.o {
-                    bail!("conv2d: {} filters but {} biases", g.o, b.len());
-                }
-            }
-            let epi = winograd::Epilogue { bias, relu: op.relu };
+            let epi = op.epilogue(g, b.map(|(s, l)| contiguous_slice::<T>(s, l)).transpose()?)?;
             let (x, w) = (contiguous_slice::<T>(x.0, x.1)?, contiguous_slice::<T>(w.0, w.1)?);
             let (y, pooled, v) = winograd::conv2d_fwd_pool2(g, m, x, w, op.kept.is_some(), &epi, want_y);
-            if let Some(kept) = &op.kept {
-                *kept.lock().unwrap_or_else(|e| e.into_inner()) = v.map(|v| Box::new(v) as Box<dyn Any + Send>);
-            }
+            op.keep(v);
             let dev = candle_core::Device::Cpu;
             let y = if want_y { Some(Tensor::from_vec(y, (g.n, g.o, g.oh, g.ow), &dev)?) } else { None };
             Ok((y, Tensor::from_vec(pooled, (g.n, g.o, g.oh / 2, g.ow / 2), &dev)?))
@@ -134,20 +126,30 @@ impl ConvBiasAct {
         self.want_dx.unwrap_or_else(|| x.track_op())
     }
 
-    fn forward<T: Elem>(&self, x: &[T], xd: &[usize], w: &[T], wd: &[usize], bias: Option<&[T]>) -> Result<(Vec<T>, Shape)> {
-        let g = Geom::new(xd, wd, self.pad, self.stride)?;
+    /// The bias (checked against the filters) and ReLU the output goes through.
+    fn epilogue<'b, T: Elem>(&self, g: &Geom, bias: Option<&'b [T]>) -> Result<winograd::Epilogue<'b, T>> {
         if let Some(b) = bias {
             if b.len() != g.o {
                 bail!("conv2d: {} filters but {} biases", g.o, b.len());
             }
         }
-        let epi = winograd::Epilogue { bias, relu: self.relu };
+        Ok(winograd::Epilogue { bias, relu: self.relu })
+    }
+
+    /// Keeps a training forward's Winograd input tiles for the backward.
+    fn keep<T: Elem>(&self, v: Option<Vec<T>>) {
+        if let Some(kept) = &self.kept {
+            *kept.lock().unwrap_or_else(|e| e.into_inner()) = v.map(|v| Box::new(v) as Box<dyn Any + Send>);
+        }
+    }
+
+    fn forward<T: Elem>(&self, x: &[T], xd: &[usize], w: &[T], wd: &[usize], bias: Option<&[T]>) -> Result<(Vec<T>, Shape)> {
+        let g = Geom::new(xd, wd, self.pad, self.stride)?;
+        let epi = self.epilogue(&g, bias)?;
         let y = match choose_algo(&g) {
             Algo::Winograd(m) => {
                 let (y, v) = winograd::conv2d_fwd_keep(&g, m, x, w, self.kept.is_some(), &epi);
-                if let Some(kept) = &self.kept {
-                    *kept.lock().unwrap_or_else(|e| e.into_inner()) = v.map(|v| Box::new(v) as Box<dyn Any + Send>);
-                }
+                self.keep(v);
                 y
             }
             Algo::Direct => direct::conv2d_fwd(&g, x, w, &epi),

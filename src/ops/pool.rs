@@ -42,7 +42,13 @@ impl PoolGeom {
     /// 2x2 windows at stride 2, unpadded: each input element is in at most
     /// one window (the fast path).
     fn is_2x2_stride2(&self) -> bool {
-        self.k == 2 && self.s == 2 && self.pad == [0; 4]
+        is_unpool2(self.k, self.s, self.pad)
+    }
+
+    /// The 2x2 / stride-2 unpadded pool of planes of `h x w` making up
+    /// `len` elements.
+    fn unpool2(len: usize, h: usize, w: usize) -> Self {
+        PoolGeom { planes: len / (h * w).max(1), h, w, k: 2, s: 2, pad: [0; 4], oh: h / 2, ow: w / 2 }
     }
 
     /// Input index range `[lo, hi)` of output position `o` along a dimension.
@@ -207,6 +213,15 @@ fn pool2_bwd_plane<T: Elem, const RELU: bool>(g: &PoolGeom, xp: &[T], dyp: &[T],
     }
 }
 
+/// `s` as memory to fill, for a writer of whole planes.
+///
+/// # Safety
+/// Only initialised values may be written through the result.
+pub unsafe fn as_uninit<T>(s: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout; the caller keeps `s` initialised.
+    unsafe { &mut *(s as *mut [T] as *mut [MaybeUninit<T>]) }
+}
+
 /// Whether [`unpool2`] can stand in for this pooling's backward.
 pub fn is_unpool2(kernel: usize, stride: usize, pad: [usize; 4]) -> bool {
     kernel == 2 && stride == 2 && pad == [0; 4]
@@ -215,16 +230,14 @@ pub fn is_unpool2(kernel: usize, stride: usize, pad: [usize; 4]) -> bool {
 /// The 2x2 / stride-2 unpadded max pool of `x` (planes of `h x w`) into
 /// `y` (every element written), one plane after another: for a caller
 /// that pools a few planes at a time (the Winograd forward, while its
-/// output is still in cache).
-pub fn pool2<T: Elem>(h: usize, w: usize, x: &[T], y: &mut [T]) {
-    let g = PoolGeom { planes: x.len() / (h * w).max(1), h, w, k: 2, s: 2, pad: [0; 4], oh: h / 2, ow: w / 2 };
+/// output is still in cache; BatchNorm, a plane as soon as it is written).
+pub fn pool2<T: Elem>(h: usize, w: usize, x: &[T], y: &mut [MaybeUninit<T>]) {
+    let g = PoolGeom::unpool2(x.len(), h, w);
     let (hw, ohw) = (h * w, g.oh * g.ow);
     assert!(y.len() == g.planes * ohw, "pool2: sizes {} / {}", x.len(), y.len());
     if ohw == 0 {
         return;
     }
-    // SAFETY: the planes only ever get initialised values written to them.
-    let y = unsafe { &mut *(y as *mut [T] as *mut [MaybeUninit<T>]) };
     for (xp, yp) in x.chunks_exact(hw).zip(y.chunks_exact_mut(ohw)) {
         simd::dispatch(#[inline(always)] || pool2_fwd_plane(&g, xp, yp));
     }
@@ -237,15 +250,15 @@ pub fn pool2<T: Elem>(h: usize, w: usize, x: &[T], y: &mut [T]) {
 /// mask, in one pass over `x`, for a consumer that wants a few planes at a
 /// time (the fused Winograd backward) rather than the whole gradient.
 pub fn unpool2<T: Elem>(h: usize, w: usize, x: &[T], dy: &[T], relu: bool, dx: &mut [T]) {
-    let g = PoolGeom { planes: x.len() / (h * w).max(1), h, w, k: 2, s: 2, pad: [0; 4], oh: h / 2, ow: w / 2 };
+    let g = PoolGeom::unpool2(x.len(), h, w);
     let (hw, ohw) = (h * w, g.oh * g.ow);
     assert!(x.len() == dx.len() && dy.len() == g.planes * ohw, "unpool2: sizes {} / {} / {}", x.len(), dy.len(), dx.len());
     if ohw == 0 {
         dx.fill(T::ZERO);
         return;
     }
-    // SAFETY: the planes only ever get initialised values written to them.
-    let dx = unsafe { &mut *(dx as *mut [T] as *mut [MaybeUninit<T>]) };
+    // SAFETY: `pool2_bwd_plane` writes only initialised values.
+    let dx = unsafe { as_uninit(dx) };
     for ((xp, dyp), dxp) in x.chunks_exact(hw).zip(dy.chunks_exact(ohw)).zip(dx.chunks_exact_mut(hw)) {
         simd::dispatch(
             #[inline(always)]

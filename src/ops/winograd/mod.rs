@@ -957,7 +957,8 @@ fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epil
                 k.output(g, &bl, mm, ng, yg, epi);
             }
             if let Some(pg) = pg {
-                pool::pool2(g.oh, g.ow, yg, pg);
+                // SAFETY: `pool2` writes only initialised values.
+                pool::pool2(g.oh, g.ow, yg, unsafe { pool::as_uninit(pg) });
             }
         })
     };
