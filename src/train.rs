@@ -436,11 +436,17 @@ mod profile {
         crate::threads::install(body).unwrap();
     }
 
-    /// `FER_PROFILE_PRESET` (default fer_vgg), `n` random images, and the
-    /// generator (seed 0) that drew them, for what else the profile draws.
+    /// `FER_PROFILE_PRESET` (default fer_vgg) with `FER_PROFILE_OPTIONS` (a
+    /// JSON object), `n` random images, and the generator (seed 0) that drew
+    /// them, for what else the profile draws.
     fn network_and_images(n: usize) -> (String, Network, Tensor, ChaCha8Rng) {
         let name = std::env::var("FER_PROFILE_PRESET").unwrap_or_else(|_| "fer_vgg".into());
-        let net = Network::new(preset(&name, &Default::default()).unwrap(), 0).unwrap();
+        // e.g. FER_PROFILE_OPTIONS='{"pooling": "same"}' for the study's pooling
+        let options = match std::env::var("FER_PROFILE_OPTIONS") {
+            Ok(json) => serde_json::from_str(&json).expect("FER_PROFILE_OPTIONS must be a JSON object"),
+            Err(_) => Default::default(),
+        };
+        let net = Network::new(preset(&name, &options).unwrap(), 0).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let x: Vec<f32> = (0..n * 2304).map(|_| rng.random()).collect();
         let xt = net.images_tensor(&x, n).unwrap();

@@ -2,6 +2,7 @@ use candle_core::{Result, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
 use super::{activate, filled, glorot_uniform, value, Param};
+use crate::ops::dense;
 use crate::spec::Activation;
 
 /// Fully connected layer; weight stored (out, in) like candle-nn / PyTorch.
@@ -21,8 +22,29 @@ pub fn dense(in_features: usize, units: usize, activation: Activation, rng: &mut
 
 impl Dense {
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let ys = xs.matmul(&value(&self.weight, train).t()?)?.broadcast_add(&value(&self.bias, train))?;
+        let ys = dense::dense(xs, &value(&self.weight, train), &value(&self.bias, train))?;
         activate(ys, self.activation)
+    }
+
+    /// Whether the layer has no activation (the classifier, whose softmax
+    /// is the loss's).
+    pub fn is_linear(&self) -> bool {
+        self.activation == Activation::None
+    }
+
+    /// A training forward outside autograd; see [`Self::backward_saved`].
+    pub fn forward_saved(&self, xs: &Tensor) -> Result<Tensor> {
+        dense::forward_tensors(xs, self.weight.as_tensor(), self.bias.as_tensor())
+    }
+
+    /// `(dx, dw, db)` of [`Self::forward_saved`] on `xs` given the output
+    /// gradient (`dx` only when `want_dx`): the same ops autograd runs.
+    pub fn backward_saved(&self, xs: &Tensor, grad: &Tensor, want_dx: bool) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+        dense::gradients(xs, self.weight.as_tensor(), grad, want_dx)
+    }
+
+    pub fn weight_bias(&self) -> (&Var, &Var) {
+        (&self.weight, &self.bias)
     }
 
     pub fn params(&self) -> Vec<Param<'_>> {

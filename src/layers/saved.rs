@@ -1,6 +1,6 @@
 //! A training step's forward without candle's autograd graph, for the
 //! layers whose forward is one fast op (convolution, max pooling, dropout,
-//! BatchNorm with its ReLU): each keeps what its backward needs, and
+//! BatchNorm with its ReLU, flatten, a dense layer without activation): each keeps what its backward needs, and
 //! [`crate::network::Network::forward_backward`] runs the backwards in
 //! reverse. Candle's own backward gives every tensor of the graph a
 //! zero-filled gradient and adds each contribution to it (`zeros_like` +
@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::dropout::MaskOp;
 use super::norm::BatchNormTrain;
-use super::{BatchNorm2d, Conv2d, Layer, MaxPool2d};
+use super::{BatchNorm2d, Conv2d, Dense, Layer, MaxPool2d};
 use crate::ops::conv_bias_act::{ConvBiasAct, Grads3};
 
 /// What one layer's backward needs from its forward.
@@ -33,6 +33,11 @@ enum Kind<'a> {
     /// BatchNorm (with its ReLU) and the 2x2 / stride-2 max pool after it,
     /// the same way as `ConvPool`.
     NormPool { layer: &'a BatchNorm2d, op: BatchNormTrain, x: Tensor, y: Tensor },
+    Flatten { dims: Vec<usize> },
+    /// A dense layer without activation (the classifier). On autograd, the
+    /// input gradient of the study's 285,696-feature flatten would be
+    /// zero-filled and added to, as for the layers above.
+    Dense { layer: &'a Dense, x: Tensor, want_dx: bool },
 }
 
 impl<'a> Saved<'a> {
@@ -77,6 +82,10 @@ impl<'a> Saved<'a> {
                 let (y, op) = layer.forward_saved(xs, relu)?;
                 (y.clone(), Saved(Kind::Norm { layer, op, x: xs.clone(), y }), 1 + usize::from(relu))
             }
+            [Layer::Flatten, ..] => (xs.flatten_from(1)?, Saved(Kind::Flatten { dims: xs.dims().to_vec() }), 1),
+            [Layer::Dense(layer), ..] if layer.is_linear() => {
+                (layer.forward_saved(xs)?, Saved(Kind::Dense { layer, x: xs.clone(), want_dx }), 1)
+            }
             _ => return Ok(None),
         }))
     }
@@ -96,6 +105,14 @@ impl<'a> Saved<'a> {
             Kind::Dropout { op: None } => Ok(Some(grad.clone())),
             Kind::Norm { layer, op, x, y } => Ok(norm_grads(layer, layer.backward_saved(op, x, y, grad)?, grads)),
             Kind::NormPool { layer, op, x, y } => Ok(norm_grads(layer, layer.backward_saved_pool2(op, x, y, grad)?, grads)),
+            Kind::Flatten { dims } => grad.reshape(dims.as_slice()).map(Some),
+            Kind::Dense { layer, x, want_dx } => {
+                let (dx, dw, db) = layer.backward_saved(x, grad, *want_dx)?;
+                let (w, b) = layer.weight_bias();
+                insert(grads, w, Some(dw));
+                insert(grads, b, Some(db));
+                Ok(dx)
+            }
         }
     }
 }

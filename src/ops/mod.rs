@@ -9,6 +9,7 @@ use candle_core::{DType, Result, Tensor};
 pub mod alloc;
 pub mod conv;
 pub mod conv_bias_act;
+pub mod dense;
 pub mod direct;
 pub mod gemm;
 pub mod pool;

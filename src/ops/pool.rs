@@ -45,6 +45,12 @@ impl PoolGeom {
         is_unpool2(self.k, self.s, self.pad)
     }
 
+    /// Keras' 2x2 / stride-1 "same" pool (the study's): a window at every
+    /// position, the last row and column padded below and to the right.
+    fn is_2x2_stride1_same(&self) -> bool {
+        self.k == 2 && self.s == 1 && self.pad == [0, 1, 0, 1]
+    }
+
     /// The 2x2 / stride-2 unpadded pool of planes of `h x w` making up
     /// `len` elements.
     fn unpool2(len: usize, h: usize, w: usize) -> Self {
@@ -135,6 +141,14 @@ fn pool_fwd<T: Elem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
         // SAFETY: `pool2_fwd_plane` writes its whole plane.
         return unsafe { par_filled(g.planes * ohw, ohw, |pl, yp| simd::dispatch(#[inline(always)] || pool2_fwd_plane(g, &x[pl * hw..(pl + 1) * hw], yp))) };
     }
+    if g.is_2x2_stride1_same() && hw > 0 {
+        // SAFETY: every window position is visited once.
+        return unsafe {
+            par_filled(g.planes * hw, hw, |pl, yp| {
+                simd::dispatch(#[inline(always)] || same2_windows(g.h, g.w, &x[pl * hw..(pl + 1) * hw], |p, _, m| _ = yp[p].write(m)))
+            })
+        };
+    }
     let mut y = vec![T::NEG_INF; g.planes * ohw]; // non-zero fill: written eagerly
     if ohw == 0 || hw == 0 {
         return y;
@@ -153,6 +167,15 @@ fn pool_bwd<T: Elem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
         return unsafe {
             par_filled(g.planes * hw, hw, |pl, dxp| {
                 simd::dispatch(#[inline(always)] || pool2_bwd_plane::<T, false>(g, &x[pl * hw..(pl + 1) * hw], &dy[pl * ohw..(pl + 1) * ohw], dxp))
+            })
+        };
+    }
+    if g.is_2x2_stride1_same() && hw > 0 {
+        // SAFETY: `same2_bwd_plane` writes its whole plane.
+        return unsafe {
+            par_filled(g.planes * hw, hw, |pl, dxp| {
+                let (xp, dyp) = (&x[pl * hw..(pl + 1) * hw], &dy[pl * hw..(pl + 1) * hw]);
+                with_codes(hw, |codes| simd::dispatch(#[inline(always)] || same2_bwd_plane(g.h, g.w, xp, dyp, codes, dxp)))
             })
         };
     }
@@ -211,6 +234,86 @@ fn pool2_bwd_plane<T: Elem, const RELU: bool>(g: &PoolGeom, xp: &[T], dyp: &[T],
     for d in &mut dxp[2 * g.oh * g.w..] {
         d.write(zero);
     }
+}
+
+/// Calls `f(p, code, max)` for every window of Keras' 2x2 / stride-1
+/// "same" pool of an `h x w` plane, in scan order: `p` is the window's
+/// position (its top-left element), `code` where its first maximum lies
+/// (0: `p`, 1: right of it, 2: below, 3: below right). The padding is
+/// -inf, which never beats a value, so edge windows use `first_max4` too;
+/// the inner loop is straight for the vectoriser.
+#[inline(always)]
+fn same2_windows<T: Elem>(h: usize, w: usize, xp: &[T], mut f: impl FnMut(usize, usize, T)) {
+    let pad = T::NEG_INF;
+    for i in 0..h {
+        let r0 = &xp[i * w..(i + 1) * w];
+        match xp.get((i + 1) * w..(i + 2) * w) {
+            Some(r1) => {
+                for j in 0..w - 1 {
+                    let (c, m) = first_max4(r0[j], r0[j + 1], r1[j], r1[j + 1]);
+                    f(i * w + j, c, m);
+                }
+                let (c, m) = first_max4(r0[w - 1], pad, r1[w - 1], pad);
+                f(i * w + w - 1, c, m);
+            }
+            None => {
+                for j in 0..w {
+                    let (c, m) = first_max4(r0[j], r0.get(j + 1).copied().unwrap_or(pad), pad, pad);
+                    f(i * w + j, c, m);
+                }
+            }
+        }
+    }
+}
+
+/// One plane of the 2x2 / stride-1 "same" backward; writes all of `dxp`.
+/// Each element gathers the gradients of the (up to four) windows whose
+/// first maximum it is, added in the windows' scan order onto zero, which
+/// gives the bits of the general path's scatter (`+=` into zeros). `codes`
+/// is scratch for the plane's window codes.
+#[inline(always)]
+fn same2_bwd_plane<T: Elem>(h: usize, w: usize, xp: &[T], dyp: &[T], codes: &mut [u8], dxp: &mut [MaybeUninit<T>]) {
+    let zero = T::ZERO;
+    same2_windows(h, w, xp, |p, c, _| codes[p] = c as u8);
+    let codes = &codes[..h * w];
+    let pick = |code: u8, want: u8, dy: T| if code == want { dy } else { zero };
+    // Row 0 has no windows above it.
+    let (c0, d0) = (&codes[..w], &dyp[..w]);
+    dxp[0].write(zero + pick(c0[0], 0, d0[0]));
+    for (((out, (&cl, &cc)), &dl), &dc) in dxp[1..w].iter_mut().zip(c0.iter().zip(&c0[1..])).zip(d0).zip(&d0[1..]) {
+        out.write(zero + pick(cl, 1, dl) + pick(cc, 0, dc));
+    }
+    for i in 1..h {
+        // windows above-left (code 3), above (2), left (1) and its own (0)
+        let (cu, cc) = (&codes[(i - 1) * w..i * w], &codes[i * w..(i + 1) * w]);
+        let (du, dc) = (&dyp[(i - 1) * w..i * w], &dyp[i * w..(i + 1) * w]);
+        let out = &mut dxp[i * w..(i + 1) * w];
+        out[0].write(zero + pick(cu[0], 2, du[0]) + pick(cc[0], 0, dc[0]));
+        let n = w - 1;
+        let (cul, cuu, ccl, ccc) = (&cu[..n], &cu[1..], &cc[..n], &cc[1..]);
+        let (dul, duu, dcl, dcc) = (&du[..n], &du[1..], &dc[..n], &dc[1..]);
+        let out = &mut out[1..];
+        for j in 0..n {
+            out[j].write(zero + pick(cul[j], 3, dul[j]) + pick(cuu[j], 2, duu[j]) + pick(ccl[j], 1, dcl[j]) + pick(ccc[j], 0, dcc[j]));
+        }
+    }
+}
+
+thread_local! {
+    static CODES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` on a per-thread buffer of `len` window codes (contents unspecified).
+fn with_codes(len: usize, f: impl FnOnce(&mut [u8])) {
+    CODES.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0; len]),
+    })
 }
 
 /// `s` as memory to fill, for a writer of whole planes.

@@ -237,6 +237,9 @@ fn pool_matches_naive_and_reference() {
         ([2, 2, 9, 9], 3, 3, [0, 0, 0, 0], true),
         ([2, 3, 8, 8], 2, 1, [0, 1, 0, 1], false), // Keras stride-1 "same"
         ([1, 2, 7, 9], 2, 1, [0, 1, 0, 1], false),
+        ([1, 2, 1, 5], 2, 1, [0, 1, 0, 1], false), // one row
+        ([2, 1, 4, 1], 2, 1, [0, 1, 0, 1], false), // one column
+        ([1, 1, 1, 1], 2, 1, [0, 1, 0, 1], false),
         ([1, 2, 7, 9], 2, 2, [0, 0, 0, 0], false), // odd: floor
         ([2, 2, 7, 7], 3, 2, [1, 1, 1, 1], false),
         ([3, 1, 5, 6], 3, 1, [1, 1, 1, 1], false),
@@ -279,6 +282,21 @@ fn pool_ties_go_to_first_max() {
         want[a * 4 + b] = r[i];
     }
     assert_eq!(dx, want);
+}
+
+#[test]
+fn same_pool_ties_match_naive() {
+    // The stride-1 "same" fast path gathers where the general path
+    // scatters; with three levels (and ReLU-like zeros) most windows tie.
+    let xd = [2, 3, 9, 8];
+    let x: Vec<f32> = to_vec(&rand_t(&xd, 77)).iter().map(|v| (v * 3.0).round().max(0.0)).collect();
+    let xt = Tensor::from_vec(x.clone(), &xd, &Device::Cpu).unwrap();
+    let (y, dx) = pool_grads(|x| max_pool2d(x, 2, 1, [0, 1, 0, 1]), &xt, 78);
+    let r = to_vec(&rand_t(&[y.len()], 78));
+    let (ny, ndx) = naive_pool(&x, xd, 2, 1, [0, 1, 0, 1], &r);
+    assert!(x.iter().filter(|&&v| v == 0.0).count() > x.len() / 4, "the input has many ties");
+    assert_eq!(y, ny);
+    assert_eq!(dx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), ndx.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
 }
 
 /// Winograd vs im2col kernels directly, for F(2x2, 3x3), F(4x4, 3x3) and
