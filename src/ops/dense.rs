@@ -137,55 +137,48 @@ impl CustomOp3 for DenseOp {
     }
 }
 
-/// `(dy, w) -> dx`.
-struct GradInput;
+/// `(dy (n, o), w (o, k)) -> dx (n, k)` or `(dy (n, o), x (n, k)) -> dw (o, k)`.
+#[derive(Clone, Copy)]
+enum Grad {
+    Input,
+    Weight,
+}
 
-impl CustomOp2 for GradInput {
-    fn name(&self) -> &'static str {
-        "fer-dense-grad-input"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (&[n, o], &[ow, k]) = (l1.dims(), l2.dims()) else { bail!("fer-dense-grad-input: bad shapes") };
-        if o != ow {
-            bail!("fer-dense-grad-input: grad {:?} against weight {:?}", l1.dims(), l2.dims());
+impl Grad {
+    fn run<T: Elem>(self, n: usize, k: usize, o: usize, dy: &[T], m: &[T]) -> Vec<T> {
+        match self {
+            Grad::Input => grad_input(n, k, o, dy, m),
+            Grad::Weight => grad_weight(n, k, o, dy, m),
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                storage(grad_input::<f32>(n, k, o, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                storage(grad_input::<f64>(n, k, o, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
-            }
-            _ => bail!("fer-dense-grad-input: dtype mismatch"),
-        };
-        Ok((out, Shape::from((n, k))))
     }
 }
 
-/// `(dy, x) -> dw`.
-struct GradWeight;
-
-impl CustomOp2 for GradWeight {
+impl CustomOp2 for Grad {
     fn name(&self) -> &'static str {
-        "fer-dense-grad-weight"
+        match self {
+            Grad::Input => "fer-dense-grad-input",
+            Grad::Weight => "fer-dense-grad-weight",
+        }
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (&[n, o], &[nx, k]) = (l1.dims(), l2.dims()) else { bail!("fer-dense-grad-weight: bad shapes") };
-        if n != nx {
-            bail!("fer-dense-grad-weight: grad {:?} against input {:?}", l1.dims(), l2.dims());
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                storage(grad_weight::<f32>(n, k, o, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                storage(grad_weight::<f64>(n, k, o, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?))
-            }
-            _ => bail!("fer-dense-grad-weight: dtype mismatch"),
+        let name = self.name();
+        let (&[n, o], &[rows, k]) = (l1.dims(), l2.dims()) else {
+            bail!("{name}: expected two matrices, got {:?} and {:?}", l1.dims(), l2.dims())
         };
-        Ok((out, Shape::from((o, k))))
+        let (fits, out) = match self {
+            Grad::Input => (rows == o, (n, k)),
+            Grad::Weight => (rows == n, (o, k)),
+        };
+        if !fits {
+            bail!("{name}: grad {:?} does not fit {:?}", l1.dims(), l2.dims());
+        }
+        let storage = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => storage(self.run::<f32>(n, k, o, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?)),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => storage(self.run::<f64>(n, k, o, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?)),
+            _ => bail!("{name}: dtype mismatch"),
+        };
+        Ok((storage, Shape::from(out)))
     }
 }
 
@@ -203,8 +196,8 @@ pub fn forward_tensors(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// autograd backward runs (`dx` only when `want_dx`).
 pub fn gradients(x: &Tensor, w: &Tensor, grad: &Tensor, want_dx: bool) -> Result<(Option<Tensor>, Tensor, Tensor)> {
     let grad = grad.contiguous()?;
-    let dx = if want_dx { Some(grad.apply_op2_no_bwd(&w.contiguous()?, &GradInput)?) } else { None };
-    Ok((dx, grad.apply_op2_no_bwd(&x.contiguous()?, &GradWeight)?, grad.sum(0)?))
+    let dx = if want_dx { Some(grad.apply_op2_no_bwd(&w.contiguous()?, &Grad::Input)?) } else { None };
+    Ok((dx, grad.apply_op2_no_bwd(&x.contiguous()?, &Grad::Weight)?, grad.sum(0)?))
 }
 
 #[cfg(test)]
