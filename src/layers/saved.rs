@@ -1,6 +1,7 @@
 //! A training step's forward without candle's autograd graph, for the
 //! layers whose forward is one fast op (convolution, max pooling, dropout,
-//! BatchNorm with its ReLU, flatten, a dense layer without activation): each keeps what its backward needs, and
+//! BatchNorm with its ReLU, flatten, a dense layer without activation):
+//! each keeps what its backward needs, and
 //! [`crate::network::Network::forward_backward`] runs the backwards in
 //! reverse. Candle's own backward gives every tensor of the graph a
 //! zero-filled gradient and adds each contribution to it (`zeros_like` +

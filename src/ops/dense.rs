@@ -10,48 +10,29 @@
 //! count), and both gradients are products with the long dimension as
 //! their output columns, which the GEMM spreads over the threads.
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::conv::{inner_par, sum_partials};
 use super::gemm::{contiguous_slice, gemm, zeros, Elem, Mat, Parallelism};
 
 /// Reduction block of the forward: each block's partial products are
 /// summed in block order.
 const BLOCK: usize = 8192;
 
-fn threads() -> Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => Parallelism::None,
-        t => Parallelism::Rayon(t),
-    }
-}
-
 /// `x (n x k) w^T (k x o) + b`.
 fn forward<T: Elem>(n: usize, k: usize, o: usize, x: &[T], w: &[T], b: &[T]) -> Vec<T> {
-    let blocks = k.div_ceil(BLOCK).max(1);
-    let partial = |bi: usize| {
+    // block `bi` of the reduction, on `par`'s threads
+    let partial = |bi: usize, par: Parallelism| {
         let start = bi * BLOCK;
-        let len = BLOCK.min(k - start);
         let mut part = vec![T::ZERO; n * o];
-        let a = Mat::row_major(&x[start..], k);
-        let bt = Mat::transposed(&w[start..], k);
-        gemm(n, o, len, &mut part, o, false, a, bt, Parallelism::None);
+        let (a, bt) = (Mat::row_major(&x[start..], k), Mat::transposed(&w[start..], k));
+        gemm(n, o, BLOCK.min(k - start), &mut part, o, false, a, bt, par);
         part
     };
-    let mut y = if blocks == 1 {
-        let mut y = vec![T::ZERO; n * o];
-        gemm(n, o, k, &mut y, o, false, Mat::row_major(x, k), Mat::transposed(w, k), threads());
-        y
-    } else {
-        let parts: Vec<Vec<T>> = (0..blocks).into_par_iter().map(partial).collect();
-        let mut parts = parts.into_iter();
-        let mut y = parts.next().unwrap_or_default();
-        for part in parts {
-            for (a, b) in y.iter_mut().zip(part) {
-                *a += b;
-            }
-        }
-        y
+    let mut y = match k.div_ceil(BLOCK) {
+        0 | 1 => partial(0, inner_par(1)),
+        blocks => sum_partials((0..blocks).into_par_iter().map(|bi| partial(bi, Parallelism::None)).collect()),
     };
     for row in y.chunks_mut(o) {
         for (v, &bias) in row.iter_mut().zip(b) {
@@ -65,14 +46,14 @@ fn forward<T: Elem>(n: usize, k: usize, o: usize, x: &[T], w: &[T], b: &[T]) -> 
 pub fn grad_input<T: Elem>(n: usize, k: usize, o: usize, dy: &[T], w: &[T]) -> Vec<T> {
     // 73 MB for the study's flatten: a parallel fill, not calloc's one-thread one
     let mut dx = zeros::<T>(n * k);
-    gemm(n, k, o, &mut dx, k, false, Mat::row_major(dy, o), Mat::row_major(w, k), threads());
+    gemm(n, k, o, &mut dx, k, false, Mat::row_major(dy, o), Mat::row_major(w, k), inner_par(1));
     dx
 }
 
 /// `dy^T (o x n) x (n x k)`.
 pub fn grad_weight<T: Elem>(n: usize, k: usize, o: usize, dy: &[T], x: &[T]) -> Vec<T> {
     let mut dw = zeros::<T>(o * k);
-    gemm(o, k, n, &mut dw, k, false, Mat::transposed(dy, o), Mat::row_major(x, k), threads());
+    gemm(o, k, n, &mut dw, k, false, Mat::transposed(dy, o), Mat::row_major(x, k), inner_par(1));
     dw
 }
 
@@ -82,10 +63,6 @@ fn dims(what: &str, x: &Layout, w: &Layout) -> Result<(usize, usize, usize)> {
         (&[n, k], &[o, kw]) if k == kw => Ok((n, k, o)),
         (xd, wd) => bail!("{what}: x {xd:?} and weight {wd:?} do not match as (n, in) and (out, in)"),
     }
-}
-
-fn storage<T: Elem>(v: Vec<T>) -> CpuStorage {
-    T::to_cpu_storage_owned(v)
 }
 
 /// The forward op: `(x, w, b) -> x w^T + b`.
@@ -110,7 +87,7 @@ impl CustomOp3 for DenseOp {
             bail!("fer-dense: bias shape {:?}, expected [{o}]", l3.dims());
         }
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => storage(forward::<f32>(
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => f32::to_cpu_storage_owned(forward::<f32>(
                 n,
                 k,
                 o,
@@ -118,7 +95,7 @@ impl CustomOp3 for DenseOp {
                 contiguous_slice(s2, l2)?,
                 contiguous_slice(s3, l3)?,
             )),
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => storage(forward::<f64>(
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => f64::to_cpu_storage_owned(forward::<f64>(
                 n,
                 k,
                 o,
@@ -174,8 +151,8 @@ impl CustomOp2 for Grad {
             bail!("{name}: grad {:?} does not fit {:?}", l1.dims(), l2.dims());
         }
         let storage = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => storage(self.run::<f32>(n, k, o, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?)),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => storage(self.run::<f64>(n, k, o, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?)),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => f32::to_cpu_storage_owned(self.run::<f32>(n, k, o, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?)),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => f64::to_cpu_storage_owned(self.run::<f64>(n, k, o, contiguous_slice(s1, l1)?, contiguous_slice(s2, l2)?)),
             _ => bail!("{name}: dtype mismatch"),
         };
         Ok((storage, Shape::from(out)))
