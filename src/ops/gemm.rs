@@ -14,6 +14,9 @@ pub trait Elem: WithDType + Copy + Default + Send + Sync + 'static {
     const ZERO: Self;
     const ONE: Self;
     const NEG_INF: Self;
+    /// `self * a + b` with one rounding (an FMA instruction under
+    /// [`super::simd::dispatch`]).
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// Runs `f` on a per-thread scratch buffer of `len` elements (contents
     /// unspecified). Reusing it avoids mmap/munmap + page-fault churn (TLB
     /// shootdowns are expensive in VMs). Falls back to a fresh buffer when
@@ -37,6 +40,10 @@ macro_rules! impl_elem {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INF: Self = <$t>::NEG_INFINITY;
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
+            }
             fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
                 $scratch.with(|cell| match cell.try_borrow_mut() {
                     Ok(mut buf) => {

@@ -14,6 +14,7 @@ pub mod direct;
 pub mod gemm;
 pub mod pool;
 pub mod simd;
+pub mod small_gemm;
 pub mod winograd;
 #[cfg(test)]
 mod tests;

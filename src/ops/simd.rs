@@ -57,6 +57,12 @@ fn run_v3<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether [`dispatch`] runs its closure with AVX-512 (kernels written
+/// for 32 vector registers check this and fall back otherwise).
+pub fn has_avx512() -> bool {
+    level() == Level::V4
+}
+
 /// `f()`, compiled for AVX-512 or AVX2+FMA when the CPU has them.
 #[inline(always)]
 pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {

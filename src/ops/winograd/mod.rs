@@ -42,6 +42,7 @@ use rayon::prelude::*;
 use super::gemm::{gemm, pooled as pooled_buffer, zeros, Elem, Mat, Parallelism};
 use super::pool;
 use super::simd;
+use super::small_gemm::gemm_rows;
 
 /// Tiles per GEMM we aim for when grouping images or cutting bands, so a
 /// group's `V` and `M` stay near the core's caches (at 48 channels each is
@@ -833,17 +834,7 @@ struct Planes {
 fn planes_fwd<T: Elem>(np: usize, o_n: usize, c_n: usize, pl: Planes, u: &[T], v: &[T], mm: &mut [T], par: Parallelism) {
     let Planes { pv, pm, tg } = pl;
     each_plane(mm, np, pm, par, |xi, m| {
-        gemm(
-            o_n,
-            tg,
-            c_n,
-            m,
-            tg,
-            false,
-            Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-            Mat::row_major(&v[xi * pv..][..c_n * tg], tg),
-            Parallelism::None,
-        )
+        gemm_rows(o_n, tg, c_n, m, tg, false, Mat::row_major(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n), &v[xi * pv..][..c_n * tg], tg)
     });
 }
 
@@ -852,17 +843,7 @@ fn planes_fwd<T: Elem>(np: usize, o_n: usize, c_n: usize, pl: Planes, u: &[T], v
 fn planes_bwd_input<T: Elem>(np: usize, o_n: usize, c_n: usize, pl: Planes, u: &[T], dm: &[T], dv: &mut [T], par: Parallelism) {
     let Planes { pv, pm, tg } = pl;
     each_plane(dv, np, pv, par, |xi, d| {
-        gemm(
-            c_n,
-            tg,
-            o_n,
-            d,
-            tg,
-            false,
-            Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n),
-            Mat::row_major(&dm[xi * pm..][..o_n * tg], tg),
-            Parallelism::None,
-        )
+        gemm_rows(c_n, tg, o_n, d, tg, false, Mat::transposed(&u[xi * o_n * c_n..(xi + 1) * o_n * c_n], c_n), &dm[xi * pm..][..o_n * tg], tg)
     });
 }
 
