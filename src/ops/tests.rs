@@ -299,6 +299,27 @@ fn same_pool_ties_match_naive() {
     assert_eq!(dx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), ndx.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
 }
 
+#[test]
+fn stride2_pool_ties_match_naive() {
+    // 26 columns: 13 windows a row, through the 8-, 4- and 1-window forms
+    // of the vectorised backward; three levels, so most windows tie.
+    let xd = [2, 3, 7, 26];
+    let x: Vec<f32> = to_vec(&rand_t(&xd, 91)).iter().map(|v| (v * 3.0).round().max(0.0) - 1.0).collect();
+    let xt = Tensor::from_vec(x.clone(), &xd, &Device::Cpu).unwrap();
+    let (y, dx) = pool_grads(|x| max_pool2d(x, 2, 2, [0; 4]), &xt, 92);
+    let r = to_vec(&rand_t(&[y.len()], 92));
+    let (ny, ndx) = naive_pool(&x, xd, 2, 2, [0; 4], &r);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(y, ny);
+    assert_eq!(bits(&dx), bits(&ndx));
+    // The fused backward's form, through the ReLU whose output `x` is.
+    let mut fused = vec![f32::NAN; x.len()];
+    super::pool::unpool2(7, 26, &x, &r, true, &mut fused);
+    let want: Vec<f32> = ndx.iter().zip(&x).map(|(&d, &v)| if v > 0.0 { d } else { 0.0 }).collect();
+    assert!(want.iter().filter(|&&v| v != 0.0).count() > 20, "some gradient gets through");
+    assert_eq!(bits(&fused), bits(&want));
+}
+
 /// Winograd vs im2col kernels directly, for F(2x2, 3x3), F(4x4, 3x3) and
 /// F(3x3, 4x4) (hand-written transforms), F(3x3, 3x3) and F(2x2, 4x4)
 /// (general ones), on many stride-1 shapes (odd sizes, asymmetric padding,
