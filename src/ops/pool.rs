@@ -106,6 +106,18 @@ fn first_max4<T: Elem>(a: T, b: T, c: T, d: T) -> (usize, T) {
     (i, m)
 }
 
+/// [`first_max4`] as masks, which vectorise where an index stays scalar:
+/// whether `b`, `c` and `d` took over the running maximum, and the maximum.
+#[inline(always)]
+fn first_max4_masks<T: Elem>(a: T, b: T, c: T, d: T) -> (bool, bool, bool, T) {
+    let t1 = b > a;
+    let m = if t1 { b } else { a };
+    let t2 = c > m;
+    let m = if t2 { c } else { m };
+    let t3 = d > m;
+    (t1, t2, t3, if t3 { d } else { m })
+}
+
 /// Calls `f(oh, ow, argmax index in plane, max)` for every output position
 /// whose window touches the image. 2x2 windows fully inside the image take
 /// a branch-light fast path.
@@ -257,14 +269,7 @@ fn pool2_bwd_windows<T: Elem, const RELU: bool, const L: usize>(c: usize, r0: &[
     }
     let mut o = [[zero; L]; 4];
     for j in 0..L {
-        // `first_max4` as masks (an index stays scalar): which of the later
-        // elements took over the running maximum.
-        let t1 = x[1][j] > x[0][j];
-        let m = if t1 { x[1][j] } else { x[0][j] };
-        let t2 = x[2][j] > m;
-        let m = if t2 { x[2][j] } else { m };
-        let t3 = x[3][j] > m;
-        let m = if t3 { x[3][j] } else { m };
+        let (t1, t2, t3, m) = first_max4_masks(x[0][j], x[1][j], x[2][j], x[3][j]);
         // `0 + dy`, as the general path's `+=` into zeros gives (-0.0 -> 0.0).
         let v = if RELU { relu_grad(m, zero + dyr[j]) } else { zero + dyr[j] };
         o[3][j] = if t3 { v } else { zero };
@@ -485,7 +490,9 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: [usize; 4])
 #[cfg(test)]
 mod timing {
     /// The 2x2 / stride-2 pool's backward (with ReLU) and forward on one
-    /// image's 48 maps of 48x48, in cache, one thread, best of 50:
+    /// image's 48 maps of 48x48, in cache, one thread, best of 50; then
+    /// the stride-1 "same" pool's backward of the same maps (on the
+    /// thread pool, as in training):
     /// `cargo test --release -- --ignored --nocapture unpool2_timing`
     #[test]
     #[ignore]
@@ -513,5 +520,16 @@ mod timing {
             best = best.min(t.elapsed().as_secs_f64() / 10.0);
         }
         println!("pool2 48x48x48: {:.1} us, {:.2} ns/elem", best * 1e6, best * 1e9 / x.len() as f64);
+        let g = super::PoolGeom::new(&[1, planes, h, w], 2, 1, [0, 1, 0, 1]).unwrap();
+        let dys: Vec<f32> = (0..x.len()).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
+        let mut best = f64::MAX;
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                std::hint::black_box(super::pool_bwd(&g, &x, &dys));
+            }
+            best = best.min(t.elapsed().as_secs_f64() / 10.0);
+        }
+        println!("same pool bwd 48x48x48: {:.1} us, {:.2} ns/elem", best * 1e6, best * 1e9 / x.len() as f64);
     }
 }
