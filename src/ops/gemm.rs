@@ -193,7 +193,8 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
-fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+/// Elements a `rows x cols` matrix at strides (`rs`, `cs`) spans.
+pub(super) fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     if rows == 0 || cols == 0 {
         0
     } else {

@@ -4,7 +4,7 @@
 //! transformed filters, a few KB) is read as broadcast scalars at any
 //! strides, so `U` and `U^T` need no copy either.
 
-use super::gemm::{gemm, Elem, Mat, Parallelism};
+use super::gemm::{gemm, max_index, Elem, Mat, Parallelism};
 use super::simd;
 
 /// Rows of `c` per register block.
@@ -23,17 +23,18 @@ fn block<T: Elem, const R: usize, const W: usize>(k: usize, a: &Mat<'_, T>, i0: 
             row.copy_from_slice(&c[r * ldc + cj..][..W]);
         }
     }
-    assert!(k == 0 || (a.data.len() > (i0 + R - 1) * a.rs + (k - 1) * a.cs && b.len() >= (k - 1) * ldb + j0 + W));
+    // rows `..i0 + R` of `a` and columns `..j0 + W` of `b`
+    assert!(a.data.len() >= max_index(i0 + R, k, a.rs, a.cs) && b.len() >= max_index(k, j0 + W, ldb, 1));
     // SAFETY: the assert above: every `a` and `b` element read is in bounds.
     unsafe {
-        let ap = a.data.as_ptr().add(i0 * a.rs);
-        let bp = b.as_ptr().add(j0);
+        // (offsets taken inside the loop: with k = 0 they may lie past an empty `a`)
+        let (ap, bp) = (a.data.as_ptr(), b.as_ptr());
         for p in 0..k {
             // Loaded once into registers: indexed (and bounds-checked)
             // inside the row loop, `b` was reloaded for every row, and the
             // kernel ran at 56 GFLOP/s instead of 137.
-            let bv: [T; W] = std::ptr::read_unaligned(bp.add(p * ldb) as *const [T; W]);
-            let ak = ap.add(p * a.cs);
+            let bv: [T; W] = std::ptr::read_unaligned(bp.add(p * ldb + j0) as *const [T; W]);
+            let ak = ap.add(i0 * a.rs + p * a.cs);
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = *ak.add(r * a.rs);
                 for j in 0..W {
@@ -78,9 +79,10 @@ pub fn gemm_rows<T: Elem>(m: usize, n: usize, k: usize, c: &mut [T], ldc: usize,
     if m == 0 || n == 0 {
         return;
     }
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm_rows: dst too small");
-    assert!(k == 0 || a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs, "gemm_rows: lhs too small");
-    assert!(k == 0 || b.len() >= (k - 1) * ldb + n, "gemm_rows: rhs too small");
+    // `gemm`'s checks
+    assert!(c.len() >= max_index(m, n, ldc, 1), "gemm_rows: dst too small");
+    assert!(a.data.len() >= max_index(m, k, a.rs, a.cs), "gemm_rows: lhs too small");
+    assert!(b.len() >= max_index(k, n, ldb, 1), "gemm_rows: rhs too small");
     if simd::has_avx512() {
         simd::dispatch(#[inline(always)] || gemm_rows_body(m, n, k, c, ldc, accumulate, a, b, ldb))
     } else {
