@@ -87,27 +87,9 @@ impl PoolGeom {
     }
 }
 
-/// Index (0..4) of the first maximum of (a, b, c, d) in scan order.
-#[inline(always)]
-fn first_max4<T: Elem>(a: T, b: T, c: T, d: T) -> (usize, T) {
-    let (mut i, mut m) = (0, a);
-    if b > m {
-        i = 1;
-        m = b;
-    }
-    if c > m {
-        i = 2;
-        m = c;
-    }
-    if d > m {
-        i = 3;
-        m = d;
-    }
-    (i, m)
-}
-
-/// [`first_max4`] as masks, which vectorise where an index stays scalar:
-/// whether `b`, `c` and `d` took over the running maximum, and the maximum.
+/// Whether `b`, `c` and `d` took over the running maximum of (a, b, c, d)
+/// in scan order, and the maximum: the first maximum as masks, which
+/// vectorise where an index stays scalar.
 #[inline(always)]
 fn first_max4_masks<T: Elem>(a: T, b: T, c: T, d: T) -> (bool, bool, bool, T) {
     let t1 = b > a;
@@ -116,6 +98,13 @@ fn first_max4_masks<T: Elem>(a: T, b: T, c: T, d: T) -> (bool, bool, bool, T) {
     let m = if t2 { c } else { m };
     let t3 = d > m;
     (t1, t2, t3, if t3 { d } else { m })
+}
+
+/// Index (0..4) of the first maximum of (a, b, c, d) in scan order.
+#[inline(always)]
+fn first_max4<T: Elem>(a: T, b: T, c: T, d: T) -> (usize, T) {
+    let (t1, t2, t3, m) = first_max4_masks(a, b, c, d);
+    (if t3 { 3 } else if t2 { 2 } else { t1 as usize }, m)
 }
 
 /// Calls `f(oh, ow, argmax index in plane, max)` for every output position
@@ -487,8 +476,22 @@ impl CustomOp2 for MaxPool2dBwdOp {
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: [usize; 4]) -> Result<Tensor> {
     x.contiguous()?.apply_op1(MaxPool2dOp { kernel, stride, pad: padding })
 }
+
 #[cfg(test)]
 mod timing {
+    /// Best of 50 rounds of 10 calls, seconds a call.
+    fn best_of(mut f: impl FnMut()) -> f64 {
+        let mut best = f64::MAX;
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                f();
+            }
+            best = best.min(t.elapsed().as_secs_f64() / 10.0);
+        }
+        best
+    }
+
     /// The 2x2 / stride-2 pool's backward (with ReLU) and forward on one
     /// image's 48 maps of 48x48, in cache, one thread, best of 50; then
     /// the stride-1 "same" pool's backward of the same maps (on the
@@ -500,36 +503,13 @@ mod timing {
         let (planes, h, w) = (48, 48, 48);
         let x: Vec<f32> = (0..planes * h * w).map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.3).collect();
         let dy: Vec<f32> = (0..planes * h * w / 4).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
+        let report = |what: &str, secs: f64| println!("{what} 48x48x48: {:.1} us, {:.2} ns/elem", secs * 1e6, secs * 1e9 / x.len() as f64);
         let mut dx = vec![0f32; x.len()];
-        let mut best = f64::MAX;
-        for _ in 0..50 {
-            let t = std::time::Instant::now();
-            for _ in 0..10 {
-                super::unpool2(h, w, &x, &dy, true, &mut dx);
-            }
-            best = best.min(t.elapsed().as_secs_f64() / 10.0);
-        }
-        println!("unpool2 48x48x48: {:.1} us, {:.2} ns/elem", best * 1e6, best * 1e9 / x.len() as f64);
+        report("unpool2", best_of(|| super::unpool2(h, w, &x, &dy, true, &mut dx)));
         let mut y = vec![std::mem::MaybeUninit::<f32>::uninit(); dy.len()];
-        let mut best = f64::MAX;
-        for _ in 0..50 {
-            let t = std::time::Instant::now();
-            for _ in 0..10 {
-                super::pool2(h, w, &x, &mut y);
-            }
-            best = best.min(t.elapsed().as_secs_f64() / 10.0);
-        }
-        println!("pool2 48x48x48: {:.1} us, {:.2} ns/elem", best * 1e6, best * 1e9 / x.len() as f64);
+        report("pool2", best_of(|| super::pool2(h, w, &x, &mut y)));
         let g = super::PoolGeom::new(&[1, planes, h, w], 2, 1, [0, 1, 0, 1]).unwrap();
         let dys: Vec<f32> = (0..x.len()).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
-        let mut best = f64::MAX;
-        for _ in 0..50 {
-            let t = std::time::Instant::now();
-            for _ in 0..10 {
-                std::hint::black_box(super::pool_bwd(&g, &x, &dys));
-            }
-            best = best.min(t.elapsed().as_secs_f64() / 10.0);
-        }
-        println!("same pool bwd 48x48x48: {:.1} us, {:.2} ns/elem", best * 1e6, best * 1e9 / x.len() as f64);
+        report("same pool bwd", best_of(|| _ = std::hint::black_box(super::pool_bwd(&g, &x, &dys))));
     }
 }
