@@ -4,7 +4,11 @@
 //! (which depends only on the points) and everything but `A^T`, `G` and
 //! the tile stride `m`, which the [`Alpha6`] impls give. Same layouts and
 //! band handling as [`super::f23`]: `V[ξ][c][t]`, `M[ξ][o][t]`,
-//! `U[ξ][o][c]` with 36 planes, `ξ = 6 a + b`.
+//! `U[ξ][o][c]` with 36 planes, `ξ = 6 a + b`, except for the order of
+//! the tiles of a group of several images: tile row `ti` of every image
+//! comes before tile row `ti + 1` of any (see [`row_start`]), so the
+//! column passes of the input transforms run over one tile row of all
+//! the group's images at once.
 //!
 //! Tiles sit at stride `m`, so a tile row is first split into its `m`
 //! phases (`ph[p][u] = row[m u + p]`): element `k` of tile `tj` is then
@@ -79,6 +83,14 @@ fn taps<K: Alpha6>(len: usize) -> [usize; 6] {
     [at(0), at(1), at(2), at(3), at(4), at(5)]
 }
 
+/// Where tile row `ti` of image `img` of a group of `ng` starts among the
+/// group's tiles: `(ti, img, tj)` order. With one image a group (large
+/// maps, bands) this is the usual row-major order.
+#[inline(always)]
+fn row_start(tl: &Tiles, ng: usize, img: usize, ti: usize) -> usize {
+    (ti * ng + img) * tl.tw
+}
+
 /// `U[ξ][o][c]` (36, O, C) from `w (O, C, R, R)`.
 pub(super) fn filter_transform<K: Alpha6, T: Elem>(g: &Geom, w: &[T]) -> Vec<T> {
     let (o_n, c_n, r) = (g.o, g.c, K::R);
@@ -148,6 +160,12 @@ pub(super) fn filter_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, du: &[T]) -> Ve
 // alternating runs, ms fwd / bwd): F(4x4, 3x3) 64 -> 64 at 24x24 band
 // 18.6 / 41.0, rows 17.5 / 36.5; F(3x3, 4x4) 64 -> 64 at 24x24 band
 // 28.0 / 67.0, rows 23.2 / 56.3; at 12x12 band 10.1 / 19.3, rows 9.0 / 17.1.
+// That band form carried a spare tile a row through its column passes and
+// copied the tiles out; the group form (tiles ordered by tile row, then
+// image) writes `V` in place and won where the band form lost
+// (`transform_timing`, 64 images, one thread, best of 8 alternating runs,
+// ms fwd / bwd): F(4x4, 3x3) 128 -> 128 at 12x12 rows 4.92 / 6.28, group
+// 2.30 / 3.01; 64 -> 64 at 24x24 rows 4.84 / 7.16, group 3.92 / 4.35.
 
 /// Whether the output transforms run band-wide.
 fn band_outputs(tl: &Tiles) -> bool {
@@ -174,11 +192,39 @@ pub(super) fn output_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dy:
     }
 }
 
-/// `V[ξ][c][t]` (36, C, tg) for `ng` images `x (ng, C, H, W)`: the row
+/// Whether the input transforms run their column passes over one tile row
+/// of all `ng` images at once (`*_group`) rather than of one image
+/// (`*_rows`). Both give the same bits; with one image they are the same
+/// loops but for the tap gather, which the rows form vectorises.
+fn group_inputs(tl: &Tiles, ng: usize) -> bool {
+    ng > 1 && tl.tw <= 8
+}
+
+/// `V[ξ][c][t]` (36, C, tg) for `ng` images `x (ng, C, H, W)`.
+#[inline(always)]
+pub(super) fn input_transform<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
+    if group_inputs(tl, ng) {
+        input_transform_group::<K, T>(g, tl, x, ng, v)
+    } else {
+        input_transform_rows::<K, T>(g, tl, x, ng, v)
+    }
+}
+
+/// Scatter-adds `B dV B^T` of every tile into `dx (ng, C, H, W)`.
+#[inline(always)]
+pub(super) fn input_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
+    if group_inputs(tl, ng) {
+        input_transform_bwd_group::<K, T>(g, tl, dv, ng, dx)
+    } else {
+        input_transform_bwd_rows::<K, T>(g, tl, dv, ng, dx)
+    }
+}
+
+/// [`input_transform`] a tile row of one image at a time: the row
 /// transform on six whole padded rows, then the column transform of each
 /// tile writes the 36 planes contiguously along a tile row.
 #[inline(always)]
-pub(super) fn input_transform<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
+fn input_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
     let (c_n, tw, m) = (g.c, tl.tw, K::M);
     let tg = ng * tl.t;
     let pv = tl.plane(c_n);
@@ -205,7 +251,7 @@ pub(super) fn input_transform<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T],
                     let_planes!(mut tmp, lo, wp, hi - lo => t0, t1, t2, t3, t4, t5);
                     streams!(hi - lo, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
                 }
-                let t0 = img * tl.t + ti * tw;
+                let t0 = row_start(tl, ng, img, ti);
                 for a in 0..6 {
                     K::split(&tmp[a * wp..(a + 1) * wp], &mut ph, len);
                     let (d0, d1, d2) = (&ph[tap[0]..][..tw], &ph[tap[1]..][..tw], &ph[tap[2]..][..tw]);
@@ -218,9 +264,9 @@ pub(super) fn input_transform<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T],
     }
 }
 
-/// Scatter-adds `B dV B^T` of every tile into `dx (ng, C, H, W)`.
+/// [`input_transform_bwd`] a tile row of one image at a time.
 #[inline(always)]
-pub(super) fn input_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
+fn input_transform_bwd_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
     let (c_n, tw, m) = (g.c, tl.tw, K::M);
     let tg = ng * tl.t;
     let pv = tl.plane(c_n);
@@ -239,7 +285,7 @@ pub(super) fn input_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: 
             let xc = &mut dx[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
             for ti in 0..tl.th {
                 let r0 = (m * (tl.ti0 + ti)) as isize - pt;
-                let t0 = img * tl.t + ti * tw;
+                let t0 = row_start(tl, ng, img, ti);
                 // column adjoint on each tile row a of dV; neighbouring tiles overlap by R - 1
                 for a in 0..6 {
                     {
@@ -260,6 +306,108 @@ pub(super) fn input_transform_bwd<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: 
                 }
                 if hi <= lo {
                     continue;
+                }
+                add_row_adjoint(g, &e, wp, (lo, hi), &mut rows, xc, r0, pl);
+            }
+        }
+    }
+}
+
+/// [`input_transform`] a tile row of all `ng` images at a time: the row
+/// transform of each image's six padded rows, the taps of its tiles
+/// gathered into `tk[a][k][img * tw + tj]`, then one column transform over
+/// the `ng * tw` tiles, which are contiguous in `V` ([`row_start`]). On
+/// small maps this fills vectors that the rows form runs 3-6 lanes wide.
+#[inline(always)]
+fn input_transform_group<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
+    let (c_n, tw, m) = (g.c, tl.tw, K::M);
+    let tg = ng * tl.t;
+    let pv = tl.plane(c_n);
+    let wp = m * tw + K::R - 1;
+    let nt = ng * tw;
+    let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
+    let (two, four, five) = consts::<T>();
+    // As in the rows form, `tmp`'s padding columns stay zero.
+    let (lo, hi) = (pl.min(wp), (pl + g.w).min(wp));
+    let zero = vec![T::ZERO; g.w];
+    let mut tmp = vec![T::ZERO; 6 * wp];
+    let mut tk = vec![T::ZERO; 36 * nt];
+    for c in 0..c_n {
+        for ti in 0..tl.th {
+            let r0 = (m * (tl.ti0 + ti)) as isize - pt;
+            for img in 0..ng {
+                let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
+                if hi > lo {
+                    let row = |r: isize| padded_row_inside(xc, &zero, g, r0 + r, (lo, hi), pl);
+                    let (d0, d1, d2, d3, d4, d5) = (row(0), row(1), row(2), row(3), row(4), row(5));
+                    let_planes!(mut tmp, lo, wp, hi - lo => t0, t1, t2, t3, t4, t5);
+                    streams!(hi - lo, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
+                }
+                for a in 0..6 {
+                    let row = &tmp[a * wp..(a + 1) * wp];
+                    let_planes!(mut tk, a * 6 * nt + img * tw, nt, tw => k0, k1, k2, k3, k4, k5);
+                    for tj in 0..tw {
+                        let d: &[T; 6] = row[m * tj..m * tj + 6].try_into().expect("six taps");
+                        (k0[tj], k1[tj], k2[tj], k3[tj], k4[tj], k5[tj]) = (d[0], d[1], d[2], d[3], d[4], d[5]);
+                    }
+                }
+            }
+            for a in 0..6 {
+                let_planes!(tk, a * 6 * nt, nt, nt => d0, d1, d2, d3, d4, d5);
+                let_planes!(mut v, a * 6 * pv + c * tg + row_start(tl, ng, 0, ti), pv, nt => o0, o1, o2, o3, o4, o5);
+                streams!(nt, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| bt(d, two, four, five));
+            }
+        }
+    }
+}
+
+/// [`input_transform_bwd`] a tile row of all `ng` images at a time: the
+/// adjoint of [`input_transform_group`]. Each input column gets the same
+/// one or two terms as in the rows form, so the same bits.
+#[inline(always)]
+fn input_transform_bwd_group<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, dx: &mut [T]) {
+    let (c_n, tw, m) = (g.c, tl.tw, K::M);
+    let tg = ng * tl.t;
+    let pv = tl.plane(c_n);
+    let wp = m * tw + K::R - 1;
+    let nt = ng * tw;
+    let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
+    let (two, four, five) = consts::<T>();
+    let mut tk = vec![T::ZERO; 36 * nt]; // tk[a][k][img * tw + tj]: tap k of row a of each tile
+    let mut e = vec![T::ZERO; 6 * wp];
+    let mut rows = vec![T::ZERO; 6 * wp];
+    let lo = pl.min(wp);
+    let hi = (pl + g.w).min(wp);
+    for c in 0..c_n {
+        for ti in 0..tl.th {
+            let r0 = (m * (tl.ti0 + ti)) as isize - pt;
+            for a in 0..6 {
+                let_planes!(dv, a * 6 * pv + c * tg + row_start(tl, ng, 0, ti), pv, nt => d0, d1, d2, d3, d4, d5);
+                let_planes!(mut tk, a * 6 * nt, nt, nt => o0, o1, o2, o3, o4, o5);
+                streams!(nt, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| b6(d, two, four, five));
+            }
+            if hi <= lo {
+                continue;
+            }
+            for img in 0..ng {
+                let xc = &mut dx[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
+                for a in 0..6 {
+                    let row = &mut e[a * wp..(a + 1) * wp];
+                    let_planes!(tk, a * 6 * nt + img * tw, nt, tw => k0, k1, k2, k3, k4, k5);
+                    let taps = [k0, k1, k2, k3, k4, k5];
+                    // neighbouring tiles overlap by R - 1 = 6 - M columns:
+                    // tap p of tile tj, then tap p + M of tile tj - 1
+                    for tj in 0..tw {
+                        for (p, tap) in taps[..m].iter().enumerate() {
+                            row[m * tj + p] = tap[tj];
+                        }
+                    }
+                    row[m * tw..].fill(T::ZERO);
+                    for tj in 0..tw {
+                        for (p, tap) in taps[m..].iter().enumerate() {
+                            row[m * (tj + 1) + p] += tap[tj];
+                        }
+                    }
                 }
                 add_row_adjoint(g, &e, wp, (lo, hi), &mut rows, xc, r0, pl);
             }
@@ -304,7 +452,7 @@ fn output_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, mm: &[T], ng:
         for o in 0..o_n {
             let yo = &mut y[(img * o_n + o) * p..(img * o_n + o + 1) * p];
             for ti in 0..tl.th {
-                let t0 = img * tl.t + ti * tw;
+                let t0 = row_start(tl, ng, img, ti);
                 for b in 0..6 {
                     K::at(tw, mm, b * pm + o * tg + t0, 6 * pm, &mut s, b * tw, 6 * tw);
                 }
@@ -340,7 +488,7 @@ fn output_transform_bwd_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dy: &[T],
                     load_output_row(yo, g, m * (tl.ti0 + ti) + i, &mut rows[i * wq..(i + 1) * wq]);
                 }
                 K::a(wq, &rows, 0, wq, &mut r6, 0, wq);
-                let t0 = img * tl.t + ti * tw;
+                let t0 = row_start(tl, ng, img, ti);
                 for a in 0..6 {
                     K::split(&r6[a * wq..(a + 1) * wq], &mut ph, tw);
                     K::a(tw, &ph, 0, tw, dm, a * 6 * pm + o * tg + t0, pm);
@@ -376,7 +524,7 @@ fn output_transform_band<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, mm: &[T], ng:
                     if oh >= g.oh {
                         break;
                     }
-                    let row = img * th + ti;
+                    let row = ti * ng + img;
                     epi.write(o, &yr[row * wq..][..g.ow], &mut yo[oh * g.ow..(oh + 1) * g.ow]);
                 }
             }
@@ -400,7 +548,7 @@ fn output_transform_bwd_band<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dy: &[T],
         for img in 0..ng {
             let yo = &dy[(img * o_n + o) * p..(img * o_n + o + 1) * p];
             for ti in 0..th {
-                let row = img * th + ti;
+                let row = ti * ng + img;
                 for i in 0..m {
                     load_output_row(yo, g, m * (tl.ti0 + ti) + i, &mut dz[(i * rows + row) * wq..(i * rows + row + 1) * wq]);
                 }
@@ -463,6 +611,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Both forms of the input transforms give the same bits, also with
+    /// one image a group (where only the group form's tap gather differs).
+    fn group_and_rows_agree<K: Alpha6>(m: usize) {
+        let r = K::R;
+        let cases = [
+            (3, 2, 23, 21, 2, [1, 1, 1, 1]),
+            (5, 3, 12, 12, 4, [1, 1, 1, 1]),
+            (7, 2, 24, 24, 3, [1, 1, 1, 1]),
+            (2, 1, 7, 30, 2, [0, 2, 1, 0]),
+            (3, 2, 9, 11, 2, [2, 0, 0, 3]),
+            (1, 2, 60, 19, 1, [2, 0, 0, 3]),
+        ];
+        for (i, &(n, c, h, w, o, pad)) in cases.iter().enumerate() {
+            let g = Geom::new(&[n, c, h, w], &[o, c, r, r], pad, 1).unwrap();
+            let tl = Tiles::new(&g, transform(m, r), true);
+            let chw = g.chw();
+            let x = fill(n * chw, i + 3);
+            for gi in 0..tl.groups {
+                let (n0, ng) = tl.images(&g, gi);
+                let xg = &x[n0 * chw..(n0 + ng) * chw];
+                for b in 0..tl.bands {
+                    let bl = tl.band(b);
+                    let ctx = format!("F({m}, {r}) case {i} group {gi} ({ng} images) band {b} (tw {})", bl.tw);
+                    let (mut v1, mut v2) = (vec![0.0; 36 * bl.plane(c)], vec![0.0; 36 * bl.plane(c)]);
+                    input_transform_rows::<K, f64>(&g, &bl, xg, ng, &mut v1);
+                    input_transform_group::<K, f64>(&g, &bl, xg, ng, &mut v2);
+                    assert_eq!(v1, v2, "{ctx}: input");
+                    let dv = fill(36 * bl.plane(c), i + 11);
+                    let (mut dx1, mut dx2) = (vec![0.0; ng * chw], vec![0.0; ng * chw]);
+                    input_transform_bwd_rows::<K, f64>(&g, &bl, &dv, ng, &mut dx1);
+                    input_transform_bwd_group::<K, f64>(&g, &bl, &dv, ng, &mut dx2);
+                    assert_eq!(dx1, dx2, "{ctx}: input bwd");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn group_and_row_input_transforms_agree_f43() {
+        group_and_rows_agree::<F43>(4);
+    }
+
+    #[test]
+    fn group_and_row_input_transforms_agree_f34() {
+        group_and_rows_agree::<F34>(3);
     }
 
     #[test]
