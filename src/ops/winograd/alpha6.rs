@@ -4,11 +4,9 @@
 //! (which depends only on the points) and everything but `A^T`, `G` and
 //! the tile stride `m`, which the [`Alpha6`] impls give. Same layouts and
 //! band handling as [`super::f23`]: `V[ξ][c][t]`, `M[ξ][o][t]`,
-//! `U[ξ][o][c]` with 36 planes, `ξ = 6 a + b`, except for the order of
-//! the tiles of a group of several images: tile row `ti` of every image
-//! comes before tile row `ti + 1` of any (see [`row_start`]), so the
-//! column passes of the input transforms run over one tile row of all
-//! the group's images at once.
+//! `U[ξ][o][c]` with 36 planes, `ξ = 6 a + b`, the tiles of a group in
+//! `Tiles::row_start` order, so that the column passes of the input
+//! transforms can run over one tile row of all the group's images at once.
 //!
 //! Tiles sit at stride `m`, so a tile row is first split into its `m`
 //! phases (`ph[p][u] = row[m u + p]`): element `k` of tile `tj` is then
@@ -81,14 +79,6 @@ fn consts<T: Elem>() -> (T, T, T) {
 fn taps<K: Alpha6>(len: usize) -> [usize; 6] {
     let at = |k: usize| (k % K::M) * len + k / K::M;
     [at(0), at(1), at(2), at(3), at(4), at(5)]
-}
-
-/// Where tile row `ti` of image `img` of a group of `ng` starts among the
-/// group's tiles: `(ti, img, tj)` order. With one image a group (large
-/// maps, bands) this is the usual row-major order.
-#[inline(always)]
-fn row_start(tl: &Tiles, ng: usize, img: usize, ti: usize) -> usize {
-    (ti * ng + img) * tl.tw
 }
 
 /// `U[ξ][o][c]` (36, O, C) from `w (O, C, R, R)`.
@@ -251,7 +241,7 @@ fn input_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: u
                     let_planes!(mut tmp, lo, wp, hi - lo => t0, t1, t2, t3, t4, t5);
                     streams!(hi - lo, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
                 }
-                let t0 = row_start(tl, ng, img, ti);
+                let t0 = tl.row_start(ng, img, ti);
                 for a in 0..6 {
                     K::split(&tmp[a * wp..(a + 1) * wp], &mut ph, len);
                     let (d0, d1, d2) = (&ph[tap[0]..][..tw], &ph[tap[1]..][..tw], &ph[tap[2]..][..tw]);
@@ -285,7 +275,7 @@ fn input_transform_bwd_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], 
             let xc = &mut dx[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
             for ti in 0..tl.th {
                 let r0 = (m * (tl.ti0 + ti)) as isize - pt;
-                let t0 = row_start(tl, ng, img, ti);
+                let t0 = tl.row_start(ng, img, ti);
                 // column adjoint on each tile row a of dV; neighbouring tiles overlap by R - 1
                 for a in 0..6 {
                     {
@@ -316,7 +306,7 @@ fn input_transform_bwd_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], 
 /// [`input_transform`] a tile row of all `ng` images at a time: the row
 /// transform of each image's six padded rows, the taps of its tiles
 /// gathered into `tk[a][k][img * tw + tj]`, then one column transform over
-/// the `ng * tw` tiles, which are contiguous in `V` ([`row_start`]). On
+/// the `ng * tw` tiles, which are contiguous in `V` (`Tiles::row_start`). On
 /// small maps this fills vectors that the rows form runs 3-6 lanes wide.
 #[inline(always)]
 fn input_transform_group<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &mut [T]) {
@@ -354,7 +344,7 @@ fn input_transform_group<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: 
             }
             for a in 0..6 {
                 let_planes!(tk, a * 6 * nt, nt, nt => d0, d1, d2, d3, d4, d5);
-                let_planes!(mut v, a * 6 * pv + c * tg + row_start(tl, ng, 0, ti), pv, nt => o0, o1, o2, o3, o4, o5);
+                let_planes!(mut v, a * 6 * pv + c * tg + tl.row_start(ng, 0, ti), pv, nt => o0, o1, o2, o3, o4, o5);
                 streams!(nt, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| bt(d, two, four, five));
             }
         }
@@ -382,7 +372,7 @@ fn input_transform_bwd_group<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T],
         for ti in 0..tl.th {
             let r0 = (m * (tl.ti0 + ti)) as isize - pt;
             for a in 0..6 {
-                let_planes!(dv, a * 6 * pv + c * tg + row_start(tl, ng, 0, ti), pv, nt => d0, d1, d2, d3, d4, d5);
+                let_planes!(dv, a * 6 * pv + c * tg + tl.row_start(ng, 0, ti), pv, nt => d0, d1, d2, d3, d4, d5);
                 let_planes!(mut tk, a * 6 * nt, nt, nt => o0, o1, o2, o3, o4, o5);
                 streams!(nt, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| b6(d, two, four, five));
             }
@@ -452,7 +442,7 @@ fn output_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, mm: &[T], ng:
         for o in 0..o_n {
             let yo = &mut y[(img * o_n + o) * p..(img * o_n + o + 1) * p];
             for ti in 0..tl.th {
-                let t0 = row_start(tl, ng, img, ti);
+                let t0 = tl.row_start(ng, img, ti);
                 for b in 0..6 {
                     K::at(tw, mm, b * pm + o * tg + t0, 6 * pm, &mut s, b * tw, 6 * tw);
                 }
@@ -488,7 +478,7 @@ fn output_transform_bwd_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dy: &[T],
                     load_output_row(yo, g, m * (tl.ti0 + ti) + i, &mut rows[i * wq..(i + 1) * wq]);
                 }
                 K::a(wq, &rows, 0, wq, &mut r6, 0, wq);
-                let t0 = row_start(tl, ng, img, ti);
+                let t0 = tl.row_start(ng, img, ti);
                 for a in 0..6 {
                     K::split(&r6[a * wq..(a + 1) * wq], &mut ph, tw);
                     K::a(tw, &ph, 0, tw, dm, a * 6 * pm + o * tg + t0, pm);

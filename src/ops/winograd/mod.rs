@@ -21,7 +21,8 @@
 //! a contiguous, vectorisable multiply-add.
 //!
 //! Images are processed in groups (so GEMMs have enough columns even for
-//! small maps), in parallel over groups; with the hand-written kernels a
+//! small maps), in parallel over groups, a group's tiles ordered by tile
+//! row, then image ([`Tiles::row_start`]); with the hand-written kernels a
 //! large map is done in bands of tile rows so that a band's `V` and `M`
 //! stay in L2. The weight gradient is reduced in a fixed order (independent
 //! of the thread count).
@@ -461,6 +462,16 @@ impl Tiles {
         let n0 = gi * self.gs;
         (n0, (n0 + self.gs).min(g.n) - n0)
     }
+    /// Where tile row `ti` of image `img` of a group of `ng` starts among
+    /// the group's tiles (a row of `V` or `M` within a plane): tile rows
+    /// are ordered `(ti, img)`, so tile row `ti` of all the group's images
+    /// is one run of `ng * tw` tiles, which the transforms of small maps
+    /// sweep at once. With one image a group (large maps, bands) this is
+    /// the plain row-major order.
+    #[inline(always)]
+    fn row_start(&self, ng: usize, img: usize, ti: usize) -> usize {
+        (ti * ng + img) * self.tw
+    }
     /// The view of band `b`: its tile rows only.
     fn band(&self, b: usize) -> Self {
         let ti0 = b * self.band_rows;
@@ -604,7 +615,8 @@ fn add_padded_row<T: Elem>(xc: &mut [T], g: &Geom, ih: isize, pl: usize, src: &[
 }
 
 // The transforms below work on all tile rows of a group at once: tile row
-// `row = img * th + ti` of a padded plane is stored with `wpp = m * q`
+// `row = img * th + ti` of a padded plane (at `Tiles::row_start` in `V`
+// and `M`) is stored with `wpp = m * q`
 // columns, so its `m` phases are `q` long and the phases of all rows form
 // one long vector; every multiply-add then runs over `R * q` (or `R * tw`)
 // elements instead of one tile row's `tw`.
@@ -651,7 +663,8 @@ fn input_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, x: &[T], ng: u
                 });
                 let base = (i * a + b) * pv + c * tg;
                 for row in 0..rows {
-                    v[base + row * tw..base + (row + 1) * tw].copy_from_slice(&out[row * q..row * q + tw]);
+                    let t0 = base + tl.row_start(ng, row / th, row % th);
+                    v[t0..t0 + tw].copy_from_slice(&out[row * q..row * q + tw]);
                 }
             }
         }
@@ -680,7 +693,8 @@ fn input_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dv: &[T], 
                 let base = (i * a + b) * pv + c * tg;
                 let d = &mut dout[b * rows * q..(b + 1) * rows * q];
                 for row in 0..rows {
-                    d[row * q..row * q + tw].copy_from_slice(&dv[base + row * tw..base + (row + 1) * tw]);
+                    let t0 = base + tl.row_start(ng, row / th, row % th);
+                    d[row * q..row * q + tw].copy_from_slice(&dv[t0..t0 + tw]);
                     d[row * q + tw..(row + 1) * q].fill(T::ZERO);
                 }
             }
@@ -719,7 +733,7 @@ fn input_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dv: &[T], 
 /// `y (ng, O, OH, OW)` from `M[ξ][o][t]`.
 #[inline(always)]
 fn output_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, mm: &[T], ng: usize, y: &mut [T], epi: &Epilogue<T>) {
-    let (o_n, p, th, tw, a, m) = (g.o, g.p(), tl.th, tl.tw, tf.alpha, tl.m);
+    let (o_n, p, th, a, m) = (g.o, g.p(), tl.th, tf.alpha, tl.m);
     let tg = ng * tl.t;
     let pm = tl.plane(o_n);
     let mut s = vec![T::ZERO; a * tg];
@@ -744,7 +758,7 @@ fn output_transform<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, mm: &[T], ng:
                     if oh >= g.oh {
                         break;
                     }
-                    let t0 = (img * th + ti) * tw;
+                    let t0 = tl.row_start(ng, img, ti);
                     let yr = &mut yo[oh * g.ow..(oh + 1) * g.ow];
                     for (tj, chunk) in yr.chunks_exact_mut(m).enumerate() {
                         for (j, d) in chunk.iter_mut().enumerate() {
@@ -777,7 +791,7 @@ fn output_transform_bwd<T: Elem>(g: &Geom, tf: &Transform, tl: &Tiles, dy: &[T],
                 let yo = &dy[(img * o_n + o) * p..(img * o_n + o + 1) * p];
                 for ti in 0..th {
                     let oh = m * ti + i;
-                    let t0 = (img * th + ti) * tw;
+                    let t0 = tl.row_start(ng, img, ti);
                     if oh >= g.oh {
                         for j in 0..m {
                             dz[j * tg + t0..j * tg + t0 + tw].fill(T::ZERO);
