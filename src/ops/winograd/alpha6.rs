@@ -223,9 +223,7 @@ fn input_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: u
     let tap = taps::<K>(len);
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
     let (two, four, five) = consts::<T>();
-    // The row transform reads the image rows in place and writes only the
-    // columns inside the image: `tmp`'s padding columns stay zero, which is
-    // what the transform of zero padding gives.
+    // The image's columns of the padded rows; `tmp` stays zero outside them (see `bt_rows`).
     let (lo, hi) = (pl.min(wp), (pl + g.w).min(wp));
     let zero = vec![T::ZERO; g.w];
     let mut tmp = vec![T::ZERO; 6 * wp];
@@ -235,12 +233,7 @@ fn input_transform_rows<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: u
             let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
             for ti in 0..tl.th {
                 let r0 = (m * (tl.ti0 + ti)) as isize - pt;
-                if hi > lo {
-                    let row = |r: isize| padded_row_inside(xc, &zero, g, r0 + r, (lo, hi), pl);
-                    let (d0, d1, d2, d3, d4, d5) = (row(0), row(1), row(2), row(3), row(4), row(5));
-                    let_planes!(mut tmp, lo, wp, hi - lo => t0, t1, t2, t3, t4, t5);
-                    streams!(hi - lo, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
-                }
+                bt_rows(g, xc, &zero, r0, (lo, hi), pl, &mut tmp, wp);
                 let t0 = tl.row_start(ng, img, ti);
                 for a in 0..6 {
                     K::split(&tmp[a * wp..(a + 1) * wp], &mut ph, len);
@@ -317,7 +310,7 @@ fn input_transform_group<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: 
     let nt = ng * tw;
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
     let (two, four, five) = consts::<T>();
-    // As in the rows form, `tmp`'s padding columns stay zero.
+    // The image's columns of the padded rows; `tmp` stays zero outside them (see `bt_rows`).
     let (lo, hi) = (pl.min(wp), (pl + g.w).min(wp));
     let zero = vec![T::ZERO; g.w];
     let mut tmp = vec![T::ZERO; 6 * wp];
@@ -327,12 +320,7 @@ fn input_transform_group<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: 
             let r0 = (m * (tl.ti0 + ti)) as isize - pt;
             for img in 0..ng {
                 let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
-                if hi > lo {
-                    let row = |r: isize| padded_row_inside(xc, &zero, g, r0 + r, (lo, hi), pl);
-                    let (d0, d1, d2, d3, d4, d5) = (row(0), row(1), row(2), row(3), row(4), row(5));
-                    let_planes!(mut tmp, lo, wp, hi - lo => t0, t1, t2, t3, t4, t5);
-                    streams!(hi - lo, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
-                }
+                bt_rows(g, xc, &zero, r0, (lo, hi), pl, &mut tmp, wp);
                 for a in 0..6 {
                     let row = &tmp[a * wp..(a + 1) * wp];
                     let_planes!(mut tk, a * 6 * nt + img * tw, nt, tw => k0, k1, k2, k3, k4, k5);
@@ -403,6 +391,23 @@ fn input_transform_bwd_group<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T],
             }
         }
     }
+}
+
+/// The row transform of one tile row: rows `r0..r0 + 6` of `xc` (zero
+/// outside the image) to the six rows of `B^T d` in `tmp` (`wp` apart),
+/// columns `lo..hi` (inside the image) only: the padding columns of `tmp`
+/// stay as they are, zero, which is what the transform of zero padding gives.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bt_rows<T: Elem>(g: &Geom, xc: &[T], zero: &[T], r0: isize, (lo, hi): (usize, usize), pl: usize, tmp: &mut [T], wp: usize) {
+    if hi <= lo {
+        return;
+    }
+    let (two, four, five) = consts::<T>();
+    let row = |r: isize| padded_row_inside(xc, zero, g, r0 + r, (lo, hi), pl);
+    let (d0, d1, d2, d3, d4, d5) = (row(0), row(1), row(2), row(3), row(4), row(5));
+    let_planes!(mut tmp, lo, wp, hi - lo => t0, t1, t2, t3, t4, t5);
+    streams!(hi - lo, [d0, d1, d2, d3, d4, d5] => [t0, t1, t2, t3, t4, t5], |d| bt(d, two, four, five));
 }
 
 /// The row adjoint of one tile row: input row `r0 + k` of `xc` gets

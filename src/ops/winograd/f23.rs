@@ -124,9 +124,7 @@ fn input_transform_rows<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &m
     let pv = tl.plane(c_n);
     let wp = 2 * tw + 2;
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
-    // The row transform reads the image rows in place and writes only the
-    // columns inside the image: `tmp`'s padding columns stay zero, which is
-    // what the transform of zero padding gives.
+    // The image's columns of the padded rows; `tmp` stays zero outside them (see `bt_rows`).
     let (lo, hi) = (pl.min(wp), (pl + g.w).min(wp));
     let zero = vec![T::ZERO; g.w];
     let mut tmp = vec![T::ZERO; 4 * wp];
@@ -135,21 +133,7 @@ fn input_transform_rows<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &m
             let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
             for ti in 0..tl.th {
                 let r0 = 2 * (tl.ti0 + ti) as isize - pt;
-                if hi > lo {
-                    let n = hi - lo;
-                    let row = |r: isize| padded_row_inside(xc, &zero, g, r0 + r, (lo, hi), pl);
-                    let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
-                    let (t0, rest) = tmp.split_at_mut(wp);
-                    let (t1, rest) = rest.split_at_mut(wp);
-                    let (t2, t3) = rest.split_at_mut(wp);
-                    let (t0, t1, t2, t3) = (&mut t0[lo..hi], &mut t1[lo..hi], &mut t2[lo..hi], &mut t3[lo..hi]);
-                    for j in 0..n {
-                        t0[j] = d0[j] - d2[j];
-                        t1[j] = d1[j] + d2[j];
-                        t2[j] = d2[j] - d1[j];
-                        t3[j] = d1[j] - d3[j];
-                    }
-                }
+                bt_rows(g, xc, &zero, r0, (lo, hi), pl, &mut tmp, wp);
                 let t0 = tl.row_start(ng, img, ti);
                 for a in 0..4 {
                     let ta = &tmp[a * wp..(a + 1) * wp];
@@ -199,35 +183,8 @@ fn input_transform_bwd_rows<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize, 
                         ea[2 * tj + 3] -= d3[tj];
                     }
                 }
-                // row pass: rows of B e
-                let (e0, rest) = e.split_at(wp);
-                let (e1, rest) = rest.split_at(wp);
-                let (e2, e3) = rest.split_at(wp);
-                for r in 0..4 {
-                    let ih = r0 + r as isize;
-                    if ih < 0 || ih >= g.h as isize {
-                        continue;
-                    }
-                    let xr = &mut xc[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    let lo = pl.min(wp);
-                    let hi = (pl + g.w).min(wp);
-                    let xs = &mut xr[lo - pl..hi - pl];
-                    let (e0, e1, e2, e3) = (&e0[lo..hi], &e1[lo..hi], &e2[lo..hi], &e3[lo..hi]);
-                    match r {
-                        0 => xs.iter_mut().zip(e0).for_each(|(o, &a)| *o += a),
-                        1 => {
-                            for j in 0..xs.len() {
-                                xs[j] += e1[j] - e2[j] + e3[j];
-                            }
-                        }
-                        2 => {
-                            for j in 0..xs.len() {
-                                xs[j] += e1[j] + e2[j] - e0[j];
-                            }
-                        }
-                        _ => xs.iter_mut().zip(e3).for_each(|(o, &a)| *o -= a),
-                    }
-                }
+                let (lo, hi) = (pl.min(wp), (pl + g.w).min(wp));
+                add_rows_adjoint(g, &e, wp, (lo, hi), xc, r0, pl);
             }
         }
     }
@@ -334,7 +291,7 @@ fn input_transform_group<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &
     let wp = 2 * tw + 2;
     let nt = ng * tw;
     let (pt, pl) = (g.pad[0] as isize, g.pad[2]);
-    // As in the rows form, `tmp`'s padding columns stay zero.
+    // The image's columns of the padded rows; `tmp` stays zero outside them (see `bt_rows`).
     let (lo, hi) = (pl.min(wp), (pl + g.w).min(wp));
     let zero = vec![T::ZERO; g.w];
     let mut tmp = vec![T::ZERO; 4 * wp];
@@ -344,17 +301,7 @@ fn input_transform_group<T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: usize, v: &
             let r0 = 2 * (tl.ti0 + ti) as isize - pt;
             for img in 0..ng {
                 let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
-                if hi > lo {
-                    let row = |r: isize| padded_row_inside(xc, &zero, g, r0 + r, (lo, hi), pl);
-                    let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
-                    let_planes!(mut tmp, lo, wp, hi - lo => t0, t1, t2, t3);
-                    for j in 0..hi - lo {
-                        t0[j] = d0[j] - d2[j];
-                        t1[j] = d1[j] + d2[j];
-                        t2[j] = d2[j] - d1[j];
-                        t3[j] = d1[j] - d3[j];
-                    }
-                }
+                bt_rows(g, xc, &zero, r0, (lo, hi), pl, &mut tmp, wp);
                 for a in 0..4 {
                     let ta = &tmp[a * wp..(a + 1) * wp];
                     let_planes!(mut tk, a * 4 * nt + img * tw, nt, tw => k0, k1, k2, k3);
@@ -423,6 +370,28 @@ fn input_transform_bwd_group<T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], ng: usize,
                 add_rows_adjoint(g, &e, wp, (lo, hi), xc, r0, pl);
             }
         }
+    }
+}
+
+/// The row pass of the input transform for one tile row: rows `r0..r0 + 4`
+/// of `xc` (zero outside the image) to the four rows of `B^T d` in `tmp`
+/// (`wp` apart), columns `lo..hi` (inside the image) only: the padding
+/// columns of `tmp` stay as they are, zero, which is what the transform
+/// of zero padding gives.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bt_rows<T: Elem>(g: &Geom, xc: &[T], zero: &[T], r0: isize, (lo, hi): (usize, usize), pl: usize, tmp: &mut [T], wp: usize) {
+    if hi <= lo {
+        return;
+    }
+    let row = |r: isize| padded_row_inside(xc, zero, g, r0 + r, (lo, hi), pl);
+    let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
+    let_planes!(mut tmp, lo, wp, hi - lo => t0, t1, t2, t3);
+    for j in 0..hi - lo {
+        t0[j] = d0[j] - d2[j];
+        t1[j] = d1[j] + d2[j];
+        t2[j] = d2[j] - d1[j];
+        t3[j] = d1[j] - d3[j];
     }
 }
 
