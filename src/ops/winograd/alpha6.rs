@@ -561,12 +561,9 @@ fn output_transform_bwd_band<K: Alpha6, T: Elem>(g: &Geom, tl: &Tiles, dy: &[T],
 mod tests {
     use super::super::f34::F34;
     use super::super::f43::F43;
+    use super::super::testing::{each_band, fill};
     use super::super::{transform, Tiles};
     use super::*;
-
-    fn fill(len: usize, seed: usize) -> Vec<f64> {
-        (0..len).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f64 / 1001.0 - 1.0).collect()
-    }
 
     /// Both forms of the output transforms, on every band of every group,
     /// give the same bits (the same sums in the same order).
@@ -585,26 +582,22 @@ mod tests {
             let tl = Tiles::new(&g, transform(m, r), true);
             let op = o * g.p();
             let dy = fill(n * op, i + 7);
-            for gi in 0..tl.groups {
-                let (n0, ng) = tl.images(&g, gi);
+            each_band(&g, &tl, |n0, ng, bl, at| {
                 let dyg = &dy[n0 * op..(n0 + ng) * op];
-                for b in 0..tl.bands {
-                    let bl = tl.band(b);
-                    let ctx = format!("F({m}, {r}) case {i} group {gi} band {b} (tw {})", bl.tw);
-                    let mm = fill(36 * bl.plane(o), i + 5);
-                    let (bias, epi) = (fill(o, i), Epilogue::NONE);
-                    for epi in [epi, Epilogue { bias: Some(&bias), relu: true }] {
-                        let (mut y1, mut y2) = (vec![0.0; ng * op], vec![0.0; ng * op]);
-                        output_transform_rows::<K, f64>(&g, &bl, &mm, ng, &mut y1, &epi);
-                        output_transform_band::<K, f64>(&g, &bl, &mm, ng, &mut y2, &epi);
-                        assert_eq!(y1, y2, "{ctx}: output");
-                    }
-                    let (mut dm1, mut dm2) = (vec![0.0; 36 * bl.plane(o)], vec![0.0; 36 * bl.plane(o)]);
-                    output_transform_bwd_rows::<K, f64>(&g, &bl, dyg, ng, &mut dm1);
-                    output_transform_bwd_band::<K, f64>(&g, &bl, dyg, ng, &mut dm2);
-                    assert_eq!(dm1, dm2, "{ctx}: output bwd");
+                let ctx = format!("F({m}, {r}) case {i} {at}");
+                let mm = fill(36 * bl.plane(o), i + 5);
+                let (bias, epi) = (fill(o, i), Epilogue::NONE);
+                for epi in [epi, Epilogue { bias: Some(&bias), relu: true }] {
+                    let (mut y1, mut y2) = (vec![0.0; ng * op], vec![0.0; ng * op]);
+                    output_transform_rows::<K, f64>(&g, bl, &mm, ng, &mut y1, &epi);
+                    output_transform_band::<K, f64>(&g, bl, &mm, ng, &mut y2, &epi);
+                    assert_eq!(y1, y2, "{ctx}: output");
                 }
-            }
+                let (mut dm1, mut dm2) = (vec![0.0; 36 * bl.plane(o)], vec![0.0; 36 * bl.plane(o)]);
+                output_transform_bwd_rows::<K, f64>(&g, bl, dyg, ng, &mut dm1);
+                output_transform_bwd_band::<K, f64>(&g, bl, dyg, ng, &mut dm2);
+                assert_eq!(dm1, dm2, "{ctx}: output bwd");
+            });
         }
     }
 
@@ -625,23 +618,19 @@ mod tests {
             let tl = Tiles::new(&g, transform(m, r), true);
             let chw = g.chw();
             let x = fill(n * chw, i + 3);
-            for gi in 0..tl.groups {
-                let (n0, ng) = tl.images(&g, gi);
+            each_band(&g, &tl, |n0, ng, bl, at| {
                 let xg = &x[n0 * chw..(n0 + ng) * chw];
-                for b in 0..tl.bands {
-                    let bl = tl.band(b);
-                    let ctx = format!("F({m}, {r}) case {i} group {gi} ({ng} images) band {b} (tw {})", bl.tw);
-                    let (mut v1, mut v2) = (vec![0.0; 36 * bl.plane(c)], vec![0.0; 36 * bl.plane(c)]);
-                    input_transform_rows::<K, f64>(&g, &bl, xg, ng, &mut v1);
-                    input_transform_group::<K, f64>(&g, &bl, xg, ng, &mut v2);
-                    assert_eq!(v1, v2, "{ctx}: input");
-                    let dv = fill(36 * bl.plane(c), i + 11);
-                    let (mut dx1, mut dx2) = (vec![0.0; ng * chw], vec![0.0; ng * chw]);
-                    input_transform_bwd_rows::<K, f64>(&g, &bl, &dv, ng, &mut dx1);
-                    input_transform_bwd_group::<K, f64>(&g, &bl, &dv, ng, &mut dx2);
-                    assert_eq!(dx1, dx2, "{ctx}: input bwd");
-                }
-            }
+                let ctx = format!("F({m}, {r}) case {i} {at}");
+                let (mut v1, mut v2) = (vec![0.0; 36 * bl.plane(c)], vec![0.0; 36 * bl.plane(c)]);
+                input_transform_rows::<K, f64>(&g, bl, xg, ng, &mut v1);
+                input_transform_group::<K, f64>(&g, bl, xg, ng, &mut v2);
+                assert_eq!(v1, v2, "{ctx}: input");
+                let dv = fill(36 * bl.plane(c), i + 11);
+                let (mut dx1, mut dx2) = (vec![0.0; ng * chw], vec![0.0; ng * chw]);
+                input_transform_bwd_rows::<K, f64>(&g, bl, &dv, ng, &mut dx1);
+                input_transform_bwd_group::<K, f64>(&g, bl, &dv, ng, &mut dx2);
+                assert_eq!(dx1, dx2, "{ctx}: input bwd");
+            });
         }
     }
 

@@ -518,12 +518,9 @@ fn output_transform_bwd_group<T: Elem>(g: &Geom, tl: &Tiles, dy: &[T], ng: usize
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{each_band, fill};
     use super::super::{transform, Tiles};
     use super::*;
-
-    fn fill(len: usize, seed: usize) -> Vec<f64> {
-        (0..len).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f64 / 1001.0 - 1.0).collect()
-    }
 
     /// The group and rows forms of all four transforms give the same bits,
     /// on groups of one to several images, odd sizes and asymmetric padding.
@@ -543,35 +540,31 @@ mod tests {
             let tl = Tiles::new(&g, transform(2, 3), true);
             let (chw, op) = (g.chw(), o * g.p());
             let (x, dy) = (fill(n * chw, i + 3), fill(n * op, i + 7));
-            for gi in 0..tl.groups {
-                let (n0, ng) = tl.images(&g, gi);
+            each_band(&g, &tl, |n0, ng, bl, at| {
                 let (xg, dyg) = (&x[n0 * chw..(n0 + ng) * chw], &dy[n0 * op..(n0 + ng) * op]);
-                for b in 0..tl.bands {
-                    let bl = tl.band(b);
-                    let ctx = format!("case {i} group {gi} ({ng} images) band {b} (tw {})", bl.tw);
-                    let (mut v1, mut v2) = (vec![0.0; 16 * bl.plane(c)], vec![0.0; 16 * bl.plane(c)]);
-                    input_transform_rows(&g, &bl, xg, ng, &mut v1);
-                    input_transform_group(&g, &bl, xg, ng, &mut v2);
-                    assert_eq!(v1, v2, "{ctx}: input");
-                    let dv = fill(16 * bl.plane(c), i + 11);
-                    let (mut dx1, mut dx2) = (vec![0.0; ng * chw], vec![0.0; ng * chw]);
-                    input_transform_bwd_rows(&g, &bl, &dv, ng, &mut dx1);
-                    input_transform_bwd_group(&g, &bl, &dv, ng, &mut dx2);
-                    assert_eq!(dx1, dx2, "{ctx}: input bwd");
-                    let mm = fill(16 * bl.plane(o), i + 5);
-                    let bias = fill(o, i);
-                    for epi in [Epilogue::NONE, Epilogue { bias: Some(&bias), relu: true }] {
-                        let (mut y1, mut y2) = (vec![0.0; ng * op], vec![0.0; ng * op]);
-                        output_transform_rows(&g, &bl, &mm, ng, &mut y1, &epi);
-                        output_transform_group(&g, &bl, &mm, ng, &mut y2, &epi);
-                        assert_eq!(y1, y2, "{ctx}: output");
-                    }
-                    let (mut dm1, mut dm2) = (vec![0.0; 16 * bl.plane(o)], vec![0.0; 16 * bl.plane(o)]);
-                    output_transform_bwd_rows(&g, &bl, dyg, ng, &mut dm1);
-                    output_transform_bwd_group(&g, &bl, dyg, ng, &mut dm2);
-                    assert_eq!(dm1, dm2, "{ctx}: output bwd");
+                let ctx = format!("case {i} {at}");
+                let (mut v1, mut v2) = (vec![0.0; 16 * bl.plane(c)], vec![0.0; 16 * bl.plane(c)]);
+                input_transform_rows(&g, bl, xg, ng, &mut v1);
+                input_transform_group(&g, bl, xg, ng, &mut v2);
+                assert_eq!(v1, v2, "{ctx}: input");
+                let dv = fill(16 * bl.plane(c), i + 11);
+                let (mut dx1, mut dx2) = (vec![0.0; ng * chw], vec![0.0; ng * chw]);
+                input_transform_bwd_rows(&g, bl, &dv, ng, &mut dx1);
+                input_transform_bwd_group(&g, bl, &dv, ng, &mut dx2);
+                assert_eq!(dx1, dx2, "{ctx}: input bwd");
+                let mm = fill(16 * bl.plane(o), i + 5);
+                let bias = fill(o, i);
+                for epi in [Epilogue::NONE, Epilogue { bias: Some(&bias), relu: true }] {
+                    let (mut y1, mut y2) = (vec![0.0; ng * op], vec![0.0; ng * op]);
+                    output_transform_rows(&g, bl, &mm, ng, &mut y1, &epi);
+                    output_transform_group(&g, bl, &mm, ng, &mut y2, &epi);
+                    assert_eq!(y1, y2, "{ctx}: output");
                 }
-            }
+                let (mut dm1, mut dm2) = (vec![0.0; 16 * bl.plane(o)], vec![0.0; 16 * bl.plane(o)]);
+                output_transform_bwd_rows(&g, bl, dyg, ng, &mut dm1);
+                output_transform_bwd_group(&g, bl, dyg, ng, &mut dm2);
+                assert_eq!(dm1, dm2, "{ctx}: output bwd");
+            });
         }
     }
 }

@@ -1141,6 +1141,30 @@ pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<
     conv2d_bwd_fused(g, m, x, None, &[], OutGrad::Plain(dy), want).1.unwrap_or_default()
 }
 
+/// Inputs and loops shared by the tests of the hand-written transforms.
+#[cfg(test)]
+mod testing {
+    use super::{Geom, Tiles};
+
+    /// `len` values in [-1, 1), different for each `seed`.
+    pub(super) fn fill(len: usize, seed: usize) -> Vec<f64> {
+        (0..len).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f64 / 1001.0 - 1.0).collect()
+    }
+
+    /// `f(n0, ng, band, at)` for every band of every image group of `tl`:
+    /// the group's first image and image count, the band's view, and where
+    /// this is, for assertion messages.
+    pub(super) fn each_band(g: &Geom, tl: &Tiles, mut f: impl FnMut(usize, usize, &Tiles, String)) {
+        for gi in 0..tl.groups {
+            let (n0, ng) = tl.images(g, gi);
+            for b in 0..tl.bands {
+                let bl = tl.band(b);
+                f(n0, ng, &bl, format!("group {gi} ({ng} images) band {b} (tw {})", bl.tw));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
