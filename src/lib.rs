@@ -17,6 +17,10 @@ pub mod spec;
 pub mod threads;
 pub mod train;
 
+/// Large blocks start on a cache line (see [`ops::alloc::CacheAligned`]).
+#[global_allocator]
+static ALLOCATOR: ops::alloc::CacheAligned = ops::alloc::CacheAligned;
+
 #[cfg(feature = "python")]
 mod python;
 
