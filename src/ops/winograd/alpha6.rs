@@ -685,7 +685,7 @@ mod timing {
                     for gi in 0..tl.groups {
                         let (n0, ng) = tl.images(&g, gi);
                         let (xg, yg) = (&x[n0 * g.chw()..(n0 + ng) * g.chw()], &mut y[n0 * g.chw()..(n0 + ng) * g.chw()]);
-                        simd::dispatch(|| match k {
+                        simd::dispatch(#[inline(always)] || match k {
                             0 => input_transform::<F43, f32>(&g, &tl, xg, ng, &mut v),
                             1 => output_transform::<F43, f32>(&g, &tl, &v, ng, yg, &Epilogue::NONE),
                             2 => input_transform_bwd::<F43, f32>(&g, &tl, &v, ng, yg),
