@@ -13,6 +13,7 @@
 //! process wide and means RSS stays at its peak; set `FER_NO_MALLOPT=1` to
 //! opt out.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Once;
 
 static TUNE: Once = Once::new();
@@ -59,12 +60,12 @@ pub struct CacheAligned;
 const LINE: usize = 64;
 const ALIGN_FROM: usize = 1024;
 
+/// The layout `System` serves `layout` with (a pure function of its size
+/// and alignment, the same at dealloc as at alloc).
 #[inline(always)]
-fn widened(layout: std::alloc::Layout) -> std::alloc::Layout {
+fn widened(layout: Layout) -> Layout {
     if layout.size() >= ALIGN_FROM && layout.align() < LINE {
-        // SAFETY: LINE is a power of two and the size is unchanged, so it
-        // cannot overflow when rounded up (isize::MAX is far above it).
-        unsafe { std::alloc::Layout::from_size_align_unchecked(layout.size(), LINE) }
+        Layout::from_size_align(layout.size(), LINE).unwrap_or(layout)
     } else {
         layout
     }
@@ -74,25 +75,25 @@ fn widened(layout: std::alloc::Layout) -> std::alloc::Layout {
 // widened layout, a pure function of the caller's (size, align), which is
 // the same at dealloc as at alloc; realloc keeps that rule by moving the
 // block when the widened alignment changes.
-unsafe impl std::alloc::GlobalAlloc for CacheAligned {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        std::alloc::System.alloc(widened(layout))
+unsafe impl GlobalAlloc for CacheAligned {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        System.alloc(widened(layout))
     }
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        std::alloc::System.alloc_zeroed(widened(layout))
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        System.alloc_zeroed(widened(layout))
     }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        std::alloc::System.dealloc(ptr, widened(layout))
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, widened(layout))
     }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        let (old, new) = (widened(layout), widened(std::alloc::Layout::from_size_align_unchecked(new_size, layout.align())));
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let (old, new) = (widened(layout), widened(Layout::from_size_align_unchecked(new_size, layout.align())));
         if old.align() == new.align() {
-            return std::alloc::System.realloc(ptr, old, new_size);
+            return System.realloc(ptr, old, new_size);
         }
-        let moved = std::alloc::System.alloc(new);
+        let moved = System.alloc(new);
         if !moved.is_null() {
             std::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
-            std::alloc::System.dealloc(ptr, old);
+            System.dealloc(ptr, old);
         }
         moved
     }
