@@ -10,11 +10,13 @@ Training: steady state after two warm-up batches, median over repeats of
 pixel values). Inference: `predict_proba` on 1,024 images, batch 256.
 With --compare, and when `tensorflow`/`keras` or `torch` is importable, the
 same architectures are built there and timed side by side (Keras through
-`model.fit`/`model.predict`, as a notebook would), each in `--processes`
-fresh interpreters (default 3): the ratios use their median, and every
-process's numbers are printed below the row. One Keras process on this
-2-core VM ran at about 147 or about 245 img/s on the same model, minutes
-apart, so a single process's ratio says little. Neither is a dependency:
+`model.fit`/`model.predict`, as a notebook would). fer, Keras and torch
+then each run in `--processes` fresh interpreters (default 3), in rounds
+of one of each, so that all three meet the VM's drifting speed alike: the
+ratios use the medians, and every process's numbers are printed below the
+row. One Keras process on this 2-core VM ran at about 147 or about 245
+img/s on the same model, minutes apart, and fer's inference at 1,000 or
+1,650 img/s, so a single process's ratio says little. Neither is a dependency:
 run it with an interpreter that has them and fer on its path, e.g.
 `PYTHONPATH=python /path/to/tf-venv/bin/python benchmarks/bench_speed.py --compare`.
 Not a test: it prints a table.
@@ -125,6 +127,14 @@ def time_fer(preset: str, options: dict, batch: int, batches: int, repeats: int)
         native.predict_proba(xi, 256)
         infer.append(len(xi) / (time.perf_counter() - t))
     return statistics.median(rates), statistics.median(infer), model.spec
+
+
+def time_fer_item(item: str, batch: int, batches: int, repeats: int) -> tuple[float, float, float]:
+    """[`time_fer`] for a `preset:pooling` item, with this process's peak RSS
+    (MiB): what `--compare` runs in each fresh interpreter."""
+    preset, _, pooling = item.partition(":")
+    train, infer, _ = time_fer(preset, {"pooling": pooling} if pooling else {}, batch, batches, repeats)
+    return train, infer, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def torch_model(spec: dict):
@@ -252,26 +262,34 @@ def time_keras(spec: dict, batch: int, batches: int, repeats: int) -> tuple[floa
     return statistics.median(rates), statistics.median(infer)
 
 
-def in_subprocess(name: str, spec: dict, args: argparse.Namespace) -> tuple[float, float] | None:
-    """Times Keras or torch in a fresh interpreter: importing fer tunes the
-    process's malloc (one arena), which must not slow the other framework."""
+def in_subprocess(call: str, args: argparse.Namespace, fer_process: bool = False) -> tuple[float, ...] | None:
+    """Runs `bench_speed.<call>` in a fresh interpreter and returns its
+    numbers (None where the framework is not importable). Keras and torch
+    run without fer's malloc tuning (importing fer sets one arena for the
+    process, which must not slow the other framework)."""
     code = (
         "import json, sys\n"
         f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
         "import bench_speed as b\n"
-        f"spec = json.loads({json.dumps(json.dumps(spec))})\n"
         "try:\n"
-        f"    print(json.dumps(b.time_{name}(spec, {args.batch}, {args.batches}, {args.repeats})))\n"
+        f"    print(json.dumps(b.{call}))\n"
         "except ImportError:\n"
         "    print('null')\n"
     )
     # The same thread count as fer's, so that the columns compare like with like.
     threads = str(fer.get_num_threads())
-    env = dict(os.environ, FER_NO_MALLOPT="1", TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS=threads)
-    env.update(TF_NUM_INTRAOP_THREADS=threads)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS=threads, TF_NUM_INTRAOP_THREADS=threads)
+    if fer_process:
+        env["RAYON_NUM_THREADS"] = threads
+    else:
+        env["FER_NO_MALLOPT"] = "1"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    return None if result is None else (float(result[0]), float(result[1]))
+    return None if result is None else tuple(float(r) for r in result)
+
+
+def spec_call(name: str, spec: dict, args: argparse.Namespace) -> str:
+    return f"time_{name}(json.loads({json.dumps(json.dumps(spec))}), {args.batch}, {args.batches}, {args.repeats})"
 
 
 def main() -> None:
@@ -297,23 +315,41 @@ def main() -> None:
         header += f"{'keras train':>13}{'keras pred':>12}{'train x':>9}{'pred x':>8}"
         header += f"{'torch train':>13}{'torch pred':>12}{'train x':>9}{'pred x':>8}"
     print(header)
+    peak_rss = 0.0
     for item in args.models.split(","):
         preset, _, pooling = item.partition(":")
         options = {"pooling": pooling} if pooling else {}
-        train, infer, spec = time_fer(preset, options, args.batch, args.batches, args.repeats)
+        spreads = []
+        if not args.compare:
+            train, infer, spec = time_fer(preset, options, args.batch, args.batches, args.repeats)
+            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        else:
+            spec = fer.Model(preset, **options).spec
+            # Rounds of fer, Keras, torch, each in a fresh interpreter, so
+            # that all three meet this VM's drifting speed alike.
+            runs: dict[str, list] = {"fer": [], "keras": [], "torch": []}
+            for _ in range(args.processes):
+                fer_call = f"time_fer_item({item!r}, {args.batch}, {args.batches}, {args.repeats})"
+                runs["fer"].append(in_subprocess(fer_call, args, fer_process=True))
+                for name in ("keras", "torch"):
+                    if runs[name] is not None:
+                        result = in_subprocess(spec_call(name, spec, args), args)
+                        runs[name] = None if result is None else runs[name] + [result]
+            train = statistics.median(r[0] for r in runs["fer"])
+            infer = statistics.median(r[1] for r in runs["fer"])
+            peak_rss = max([peak_rss] + [r[2] for r in runs["fer"]])
         gflops = 3 * forward_flops(spec) * train / 1e9
         line = f"{item:<20}{train:>12.1f}{gflops:>15.1f}{100 * gflops / peak:>7.0f}%{infer:>15.1f}"
-        spreads = []
         if args.compare:
-            for name in ("keras", "torch"):
-                first = in_subprocess(name, spec, args)
-                if first is None:
+            for name in ("fer", "keras", "torch"):
+                results = runs[name]
+                if results is None:
                     line += f"{'(no ' + name + ')':>13}{'':>29}"
                     continue
-                results = [first] + [in_subprocess(name, spec, args) for _ in range(args.processes - 1)]
-                t_train = statistics.median(r[0] for r in results)
-                t_infer = statistics.median(r[1] for r in results)
-                line += f"{t_train:>13.1f}{t_infer:>12.1f}{train / t_train:>8.2f}x{infer / t_infer:>7.2f}x"
+                if name != "fer":
+                    t_train = statistics.median(r[0] for r in results)
+                    t_infer = statistics.median(r[1] for r in results)
+                    line += f"{t_train:>13.1f}{t_infer:>12.1f}{train / t_train:>8.2f}x{infer / t_infer:>7.2f}x"
                 if len(results) > 1:
                     spreads.append(f"  {name} over {len(results)} processes: train "
                                    + ", ".join(f"{r[0]:.1f}" for r in results)
@@ -321,7 +357,7 @@ def main() -> None:
         print(line, flush=True)
         for spread in spreads:
             print(spread, flush=True)
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"peak RSS {peak_rss:.0f} MiB" + (" (the largest of fer's processes)" if args.compare else ""))
 
 
 if __name__ == "__main__":
