@@ -129,11 +129,16 @@ def time_fer(preset: str, options: dict, batch: int, batches: int, repeats: int)
     return statistics.median(rates), statistics.median(infer), model.spec
 
 
+def parse_item(item: str) -> tuple[str, dict]:
+    """`preset:pooling` (the pooling may be empty) -> (preset, options)."""
+    preset, _, pooling = item.partition(":")
+    return preset, {"pooling": pooling} if pooling else {}
+
+
 def time_fer_item(item: str, batch: int, batches: int, repeats: int) -> tuple[float, float, float]:
     """[`time_fer`] for a `preset:pooling` item, with this process's peak RSS
     (MiB): what `--compare` runs in each fresh interpreter."""
-    preset, _, pooling = item.partition(":")
-    train, infer, _ = time_fer(preset, {"pooling": pooling} if pooling else {}, batch, batches, repeats)
+    train, infer, _ = time_fer(*parse_item(item), batch, batches, repeats)
     return train, infer, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -317,8 +322,7 @@ def main() -> None:
     print(header)
     peak_rss = 0.0
     for item in args.models.split(","):
-        preset, _, pooling = item.partition(":")
-        options = {"pooling": pooling} if pooling else {}
+        preset, options = parse_item(item)
         spreads = []
         if not args.compare:
             train, infer, spec = time_fer(preset, options, args.batch, args.batches, args.repeats)
@@ -327,7 +331,7 @@ def main() -> None:
             spec = fer.Model(preset, **options).spec
             # Rounds of fer, Keras, torch, each in a fresh interpreter, so
             # that all three meet this VM's drifting speed alike.
-            runs: dict[str, list] = {"fer": [], "keras": [], "torch": []}
+            runs: dict[str, list | None] = {"fer": [], "keras": [], "torch": []}
             for _ in range(args.processes):
                 fer_call = f"time_fer_item({item!r}, {args.batch}, {args.batches}, {args.repeats})"
                 runs["fer"].append(in_subprocess(fer_call, args, fer_process=True))
