@@ -5,8 +5,8 @@
 //!
 //! `RAYON_NUM_THREADS=1 cargo run --release --example wino_ab -- N C HW O [R]`
 //! (e.g. `64 48 44 48`, seed3x3's second conv; R is the kernel side, 3 by
-//! default): F(2x2, 3x3) and F(4x4, 3x3) for R = 3, F(3x3, 4x4) and
-//! F(2x2, 4x4) for R = 4, then im2col; `ONLY=2` (a tile size) or
+//! default): F(2x2, 3x3) and F(4x4, 3x3) for R = 3, F(4x4, 4x4),
+//! F(3x3, 4x4) and F(2x2, 4x4) for R = 4, then im2col; `ONLY=2` (a tile size) or
 //! `ONLY=im2col` times one; `TILES=4,6` picks the tile sizes.
 //! `FER_WINOGRAD=general` for the general transforms.
 
@@ -32,7 +32,7 @@ fn main() {
     let tiles: Vec<usize> = match std::env::var("TILES") {
         Ok(list) => list.split(',').filter_map(|m| m.parse().ok()).collect(),
         Err(_) if r == 3 => vec![2, 4],
-        Err(_) => vec![3, 2],
+        Err(_) => vec![4, 3, 2],
     };
     // 0 stands for im2col
     let ms: Vec<usize> = tiles.iter().copied().chain([0]).filter(|&m| only.as_deref().is_none_or(|v| v == if m == 0 { "im2col".into() } else { m.to_string() })).collect();

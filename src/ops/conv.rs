@@ -308,8 +308,14 @@ pub enum Algo {
 /// 20x20, 24x24, 44x44 and 48x48 (backward 2-30%, forward -7% to +20%),
 /// and even at 18x18 (5x5 tiles for 4.5x4.5). `FER_WINOGRAD=f23` keeps
 /// F(2x2, 3x3) everywhere (for A/B runs). F(3x3, 4x4) got hand-written
-/// transforms too (`winograd::alpha6`), which made it faster than im2col
+/// transforms too (`winograd::alpha`), which made it faster than im2col
 /// down to 8x8 maps, so it took over seed4x4's 15x15 conv as well.
+/// F(4x4, 4x4) has hand-written transforms as well (`winograd::f44`, 23%
+/// fewer products than F(3x3, 4x4)), but its 7x7 tiles cost more to
+/// transform than they save: on seed4x4 stride-2 training it tied
+/// (`bench_speed.py`, three alternating pairs: 307-327 img/s against
+/// F(3x3, 4x4)'s 313-325; `phase_profile`: its forwards 15-30% slower, its
+/// backwards 7-15% faster), so it is left to `FER_CONV=winograd4`.
 pub fn choose_algo(g: &Geom) -> Algo {
     static FORCE: std::sync::OnceLock<Option<Algo>> = std::sync::OnceLock::new();
     let force = *FORCE.get_or_init(|| match std::env::var("FER_CONV").ok()?.as_str() {

@@ -320,21 +320,21 @@ fn stride2_pool_ties_match_naive() {
     assert_eq!(bits(&fused), bits(&want));
 }
 
-/// Winograd vs im2col kernels directly, for F(2x2, 3x3), F(4x4, 3x3) and
-/// F(3x3, 4x4) (hand-written transforms), F(3x3, 3x3) and F(2x2, 4x4)
+/// Winograd vs im2col kernels directly, for F(2x2, 3x3), F(4x4, 3x3),
+/// F(3x3, 4x4) and F(4x4, 4x4) (hand-written transforms), F(3x3, 3x3) and F(2x2, 4x4)
 /// (general ones), on many stride-1 shapes (odd sizes, asymmetric padding,
 /// partial image groups). The general versions of the hand-written ones are
 /// covered by `FER_WINOGRAD=general cargo test winograd`.
 #[test]
 fn winograd_matches_im2col() {
-    for (m, r) in [(2, 3), (3, 3), (4, 3), (3, 4), (2, 4)] {
+    for (m, r) in [(2, 3), (3, 3), (4, 3), (3, 4), (4, 4), (2, 4)] {
         winograd_case(m, r);
     }
 }
 
 #[test]
 fn winograd_matrices_are_exact() {
-    for (m, r) in [(2, 3), (4, 3), (3, 4), (2, 4), (3, 3), (2, 2), (6, 3)] {
+    for (m, r) in [(2, 3), (4, 3), (3, 4), (4, 4), (2, 4), (3, 3), (2, 2), (6, 3)] {
         let e = super::winograd::transform(m, r).identity_error();
         assert!(e < 1e-9, "F({m}, {r}): {e}");
     }
@@ -441,6 +441,7 @@ fn fused_winograd_backward_is_bit_identical() {
         (2, [3, 8, 30, 26], [5, 8, 3, 3], [1, 1, 1, 1]), // bands of tile rows
         (4, [5, 8, 17, 16], [6, 8, 3, 3], [1, 1, 1, 1]), // F(4x4, 3x3): partial tiles, 2 images a group
         (4, [2, 8, 50, 46], [3, 8, 3, 3], [1, 1, 1, 1]), // F(4x4, 3x3) in bands
+        (4, [3, 8, 17, 16], [5, 8, 4, 4], [1, 2, 1, 2]), // F(4x4, 4x4): partial tiles
     ];
     for (i, &(m, xd, wd, pad)) in cases.iter().enumerate() {
         let g = Geom::new(&xd, &wd, pad, 1).unwrap();

@@ -2,26 +2,27 @@
 //! convolution's 16), for the 4x4 layers of the study's 4x4 model. The
 //! same points as F(4x4, 3x3) (0, ±1, ±2, ∞), hence the same `B^T`; `A^T`
 //! and `G` are the Toom-Cook ones for 3 outputs and 4 taps, with the
-//! common subexpressions written out. The transforms are [`super::alpha6`]'s.
+//! common subexpressions written out. The transforms are [`super::alpha`]'s.
 
 use super::super::gemm::Elem;
-use super::alpha6::Alpha6;
+use super::alpha::{b6_add, b6_planes, bt6_streams, Alpha, Ins, Outs};
 
 /// F(3x3, 4x4)'s matrices and tile stride.
 pub(super) struct F34;
 
-impl Alpha6 for F34 {
+impl Alpha for F34 {
     const M: usize = 3;
     const R: usize = 4;
+    const A: usize = 6;
 
-    fn g(w: &[f64]) -> [f64; 6] {
+    fn g(w: &[f64], out: &mut [f64]) {
         let (w0, w1, w2, w3) = (w[0], w[1], w[2], w[3]);
         let (even, odd) = (w0 + w2, w1 + w3);
         let (even4, odd4) = (w0 + 4.0 * w2, 2.0 * w1 + 8.0 * w3);
-        [w0 / 4.0, -(even + odd) / 6.0, -(even - odd) / 6.0, (even4 + odd4) / 24.0, (even4 - odd4) / 24.0, w3]
+        out.copy_from_slice(&[w0 / 4.0, -(even + odd) / 6.0, -(even - odd) / 6.0, (even4 + odd4) / 24.0, (even4 - odd4) / 24.0, w3]);
     }
 
-    fn gt(u: [f64; 6], out: &mut [f64]) {
+    fn gt(u: &[f64], out: &mut [f64]) {
         let (s12, d21) = (u[1] + u[2], u[2] - u[1]);
         let (s34, d34) = (u[3] + u[4], u[3] - u[4]);
         out[0] = u[0] / 4.0 - s12 / 6.0 + s34 / 24.0;
@@ -73,6 +74,21 @@ impl Alpha6 for F34 {
             let (e, e4, o2) = (y[0] + y[2], y[0] + four * y[2], two * y[1]);
             [y[0], e + y[1], e - y[1], e4 + o2, e4 - o2, y[2]]
         });
+    }
+
+    #[inline(always)]
+    fn bt<T: Elem>(n: usize, d: Ins<T>, dst: &mut [T], db: usize, ds: usize) {
+        bt6_streams(n, d, dst, db, ds)
+    }
+
+    #[inline(always)]
+    fn b<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, dst: &mut [T], db: usize, ds: usize) {
+        b6_planes(n, src, sb, ss, dst, db, ds)
+    }
+
+    #[inline(always)]
+    fn b_add<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, q: Outs<T>) {
+        b6_add(n, src, sb, ss, q)
     }
 }
 

@@ -1,24 +1,25 @@
 //! F(4x4, 3x3): 36 products per 16 outputs (2.25 per output against
 //! F(2x2, 3x3)'s 4 and a direct convolution's 9), for the large 3x3 layers.
 //! Lavin & Gray's `A^T` and `G` (interpolation at 0, ±1, ±2, ∞), with the
-//! common subexpressions written out; the transforms are [`super::alpha6`]'s.
+//! common subexpressions written out; the transforms are [`super::alpha`]'s.
 
 use super::super::gemm::Elem;
-use super::alpha6::Alpha6;
+use super::alpha::{b6_add, b6_planes, bt6_streams, Alpha, Ins, Outs};
 
 /// F(4x4, 3x3)'s matrices and tile stride.
 pub(super) struct F43;
 
-impl Alpha6 for F43 {
+impl Alpha for F43 {
     const M: usize = 4;
     const R: usize = 3;
+    const A: usize = 6;
 
-    fn g(w: &[f64]) -> [f64; 6] {
-        g6([w[0], w[1], w[2]])
+    fn g(w: &[f64], out: &mut [f64]) {
+        out.copy_from_slice(&g6([w[0], w[1], w[2]]));
     }
 
-    fn gt(u: [f64; 6], out: &mut [f64]) {
-        out[..3].copy_from_slice(&gt6(u));
+    fn gt(u: &[f64], out: &mut [f64]) {
+        out.copy_from_slice(&gt6([u[0], u[1], u[2], u[3], u[4], u[5]]));
     }
 
     #[inline(always)]
@@ -45,6 +46,21 @@ impl Alpha6 for F43 {
         let_planes!(src, sb, ss, n => y0, y1, y2, y3);
         let_planes!(mut dst, db, ds, n => o0, o1, o2, o3, o4, o5);
         streams!(n, [y0, y1, y2, y3] => [o0, o1, o2, o3, o4, o5], |v| a6(v, two, four, eight));
+    }
+
+    #[inline(always)]
+    fn bt<T: Elem>(n: usize, d: Ins<T>, dst: &mut [T], db: usize, ds: usize) {
+        bt6_streams(n, d, dst, db, ds)
+    }
+
+    #[inline(always)]
+    fn b<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, dst: &mut [T], db: usize, ds: usize) {
+        b6_planes(n, src, sb, ss, dst, db, ds)
+    }
+
+    #[inline(always)]
+    fn b_add<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, q: Outs<T>) {
+        b6_add(n, src, sb, ss, q)
     }
 }
 
@@ -93,7 +109,7 @@ fn gt6(u: [f64; 6]) -> [f64; 3] {
 
 /// `ph[p][u] = row[4 u + p]` for `u < len` (zero past the row's end).
 #[inline(always)]
-fn split4<T: Elem>(row: &[T], ph: &mut [T], len: usize) {
+pub(super) fn split4<T: Elem>(row: &[T], ph: &mut [T], len: usize) {
     let (p0, rest) = ph.split_at_mut(len);
     let (p1, rest) = rest.split_at_mut(len);
     let (p2, p3) = rest.split_at_mut(len);
@@ -121,7 +137,7 @@ fn deinterleave4<T: Elem>(n: usize, row: &[T], p0: &mut [T], p1: &mut [T], p2: &
 
 /// `row[4 u + p] = ph[p][u]` (the inverse of [`split4`]) for the whole row.
 #[inline(always)]
-fn merge4<T: Elem>(ph: &[T], len: usize, row: &mut [T]) {
+pub(super) fn merge4<T: Elem>(ph: &[T], len: usize, row: &mut [T]) {
     let full = (row.len() / 4).min(len);
     let (head, tail) = row.split_at_mut(4 * full);
     interleave4(full, &ph[..len], &ph[len..2 * len], &ph[2 * len..3 * len], &ph[3 * len..4 * len], head);

@@ -1,8 +1,9 @@
 //! Winograd F(m x m, r x r) for stride-1 square-kernel convolutions (any
 //! zero padding): [`super::conv::choose_algo`] picks F(4x4, 3x3) and
 //! F(2x2, 3x3) for 3x3 kernels and F(3x3, 4x4) for 4x4 ones, all with
-//! hand-written transforms ([`f23`], and [`alpha6`] for the two with 6x6
-//! tiles); the general transforms below cover any other F(m, r).
+//! hand-written transforms ([`f23`], and [`alpha`] for those with 6x6
+//! tiles, which also has F(4x4, 4x4)'s 7x7 ones); the general transforms
+//! below cover any other F(m, r).
 //!
 //! Forward: `Y_tile = A^T [ (G g G^T) ⊙ (B^T d B) ] A` over `α x α` input
 //! tiles (`α = m + r - 1`) at stride `m`, done as `α²` GEMMs
@@ -31,10 +32,11 @@ use std::sync::OnceLock;
 
 #[macro_use]
 mod streams;
-mod alpha6;
+mod alpha;
 mod f23;
 mod f34;
 mod f43;
+mod f44;
 
 use super::conv::{chunks_each, inner_par, sum_partials, Geom};
 use super::conv_bias_act::{plane_sum, relu_grad};
@@ -289,10 +291,11 @@ enum Fast {
     F23,
     F43,
     F34,
+    F44,
 }
 
 /// The transforms of one F(m, r): the hand-written ones of [`f23`] and
-/// [`alpha6`] for F(2x2, 3x3), F(4x4, 3x3) and F(3x3, 4x4)
+/// [`alpha`] for F(2x2, 3x3), F(4x4, 3x3), F(3x3, 4x4) and F(4x4, 4x4)
 /// (`FER_WINOGRAD=general` turns them off, for A/B checks and so the tests
 /// can cover both), the general ones (run under `simd::dispatch`) otherwise.
 #[derive(Clone, Copy)]
@@ -306,8 +309,9 @@ macro_rules! pick {
     ($k:expr, $name:ident($g:expr, $($arg:expr),*)) => {
         match $k.fast {
             Some(Fast::F23) => f23::$name($g, $($arg),*),
-            Some(Fast::F43) => simd::dispatch(#[inline(always)] || alpha6::$name::<f43::F43, _>($g, $($arg),*)),
-            Some(Fast::F34) => simd::dispatch(#[inline(always)] || alpha6::$name::<f34::F34, _>($g, $($arg),*)),
+            Some(Fast::F43) => simd::dispatch(#[inline(always)] || alpha::$name::<f43::F43, _>($g, $($arg),*)),
+            Some(Fast::F34) => simd::dispatch(#[inline(always)] || alpha::$name::<f34::F34, _>($g, $($arg),*)),
+            Some(Fast::F44) => simd::dispatch(#[inline(always)] || alpha::$name::<f44::F44, _>($g, $($arg),*)),
             None => simd::dispatch(#[inline(always)] || $name($g, $k.tf, $($arg),*)),
         }
     };
@@ -321,6 +325,7 @@ impl Kernels {
             (2, 3) => Some(Fast::F23),
             (4, 3) => Some(Fast::F43),
             (3, 4) => Some(Fast::F34),
+            (4, 4) => Some(Fast::F44),
             _ => None,
         };
         Kernels { tf: transform(m, r), fast }
@@ -381,8 +386,9 @@ impl Kernels {
     fn filter_block<T: Elem>(self, g: &Geom, w: &[T]) -> Vec<T> {
         match self.fast {
             Some(Fast::F23) => f23::filter_transform(g, w),
-            Some(Fast::F43) => alpha6::filter_transform::<f43::F43, _>(g, w),
-            Some(Fast::F34) => alpha6::filter_transform::<f34::F34, _>(g, w),
+            Some(Fast::F43) => alpha::filter_transform::<f43::F43, _>(g, w),
+            Some(Fast::F34) => alpha::filter_transform::<f34::F34, _>(g, w),
+            Some(Fast::F44) => alpha::filter_transform::<f44::F44, _>(g, w),
             None => filter_transform(g, self.tf, w),
         }
     }
@@ -390,8 +396,9 @@ impl Kernels {
     fn filter_bwd_block<T: Elem>(self, g: &Geom, du: &[T]) -> Vec<T> {
         match self.fast {
             Some(Fast::F23) => f23::filter_transform_bwd(g, du),
-            Some(Fast::F43) => alpha6::filter_transform_bwd::<f43::F43, _>(g, du),
-            Some(Fast::F34) => alpha6::filter_transform_bwd::<f34::F34, _>(g, du),
+            Some(Fast::F43) => alpha::filter_transform_bwd::<f43::F43, _>(g, du),
+            Some(Fast::F34) => alpha::filter_transform_bwd::<f34::F34, _>(g, du),
+            Some(Fast::F44) => alpha::filter_transform_bwd::<f44::F44, _>(g, du),
             None => filter_transform_bwd(g, self.tf, du),
         }
     }

@@ -1,4 +1,4 @@
-//! Loop helpers for the hand-written transforms of [`super::alpha6`]: each
+//! Loop helpers for the hand-written transforms of [`super::alpha`]: each
 //! transform step maps a handful of contiguous streams to a handful of
 //! others, element by element.
 
@@ -31,9 +31,29 @@ stream_fn!(stream64, 6 [i0, i1, i2, i3, i4, i5] = 4 [o0, o1, o2, o3]);
 stream_fn!(stream46, 4 [i0, i1, i2, i3] = 6 [o0, o1, o2, o3, o4, o5]);
 stream_fn!(stream63, 6 [i0, i1, i2, i3, i4, i5] = 3 [o0, o1, o2]);
 stream_fn!(stream36, 3 [i0, i1, i2] = 6 [o0, o1, o2, o3, o4, o5]);
+stream_fn!(stream77, 7 [i0, i1, i2, i3, i4, i5, i6] = 7 [o0, o1, o2, o3, o4, o5, o6]);
+stream_fn!(stream77_add, 7 [i0, i1, i2, i3, i4, i5, i6] += 7 [o0, o1, o2, o3, o4, o5, o6]);
+stream_fn!(stream74, 7 [i0, i1, i2, i3, i4, i5, i6] = 4 [o0, o1, o2, o3]);
+stream_fn!(stream47, 4 [i0, i1, i2, i3] = 7 [o0, o1, o2, o3, o4, o5, o6]);
 
 /// `streams!(n, [ins] => [outs], f)`: the [`stream_fn`] for that many streams.
 macro_rules! streams {
+    ($n:expr, [$i0:ident, $i1:ident, $i2:ident, $i3:ident, $i4:ident, $i5:ident, $i6:ident]
+        += [$o0:ident, $o1:ident, $o2:ident, $o3:ident, $o4:ident, $o5:ident, $o6:ident], $f:expr) => {
+        $crate::ops::winograd::streams::stream77_add($n, $i0, $i1, $i2, $i3, $i4, $i5, $i6, $o0, $o1, $o2, $o3, $o4, $o5, $o6, $f)
+    };
+    ($n:expr, [$i0:ident, $i1:ident, $i2:ident, $i3:ident, $i4:ident, $i5:ident, $i6:ident]
+        => [$o0:ident, $o1:ident, $o2:ident, $o3:ident, $o4:ident, $o5:ident, $o6:ident], $f:expr) => {
+        $crate::ops::winograd::streams::stream77($n, $i0, $i1, $i2, $i3, $i4, $i5, $i6, $o0, $o1, $o2, $o3, $o4, $o5, $o6, $f)
+    };
+    ($n:expr, [$i0:ident, $i1:ident, $i2:ident, $i3:ident, $i4:ident, $i5:ident, $i6:ident]
+        => [$o0:ident, $o1:ident, $o2:ident, $o3:ident], $f:expr) => {
+        $crate::ops::winograd::streams::stream74($n, $i0, $i1, $i2, $i3, $i4, $i5, $i6, $o0, $o1, $o2, $o3, $f)
+    };
+    ($n:expr, [$i0:ident, $i1:ident, $i2:ident, $i3:ident]
+        => [$o0:ident, $o1:ident, $o2:ident, $o3:ident, $o4:ident, $o5:ident, $o6:ident], $f:expr) => {
+        $crate::ops::winograd::streams::stream47($n, $i0, $i1, $i2, $i3, $o0, $o1, $o2, $o3, $o4, $o5, $o6, $f)
+    };
     ($n:expr, [$i0:ident, $i1:ident, $i2:ident, $i3:ident, $i4:ident, $i5:ident]
         += [$o0:ident, $o1:ident, $o2:ident, $o3:ident, $o4:ident, $o5:ident], $f:expr) => {
         $crate::ops::winograd::streams::stream66_add($n, $i0, $i1, $i2, $i3, $i4, $i5, $o0, $o1, $o2, $o3, $o4, $o5, $f)
