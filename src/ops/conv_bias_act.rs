@@ -7,9 +7,9 @@
 //! Here the bias and the ReLU are applied in place on the convolution's
 //! output (one parallel pass), and the backward masks the incoming gradient
 //! once, sums it per channel for the bias and feeds it to the fast conv
-//! gradients. On Winograd convolutions a training forward also keeps its
-//! input tiles, and the backward is one fused pass
-//! ([`winograd::conv2d_bwd_fused`]).
+//! gradients. On Winograd convolutions the backward is one fused pass
+//! ([`winograd::conv2d_bwd_fused`]), which transforms the input again
+//! rather than reading tiles kept by the forward (see [`keep_tiles`]).
 
 use std::any::Any;
 use std::sync::Mutex;
@@ -26,8 +26,8 @@ pub struct ConvBiasAct {
     pub pad: [usize; 4],
     pub stride: usize,
     pub relu: bool,
-    /// Training: the Winograd input tiles of the forward, kept for the
-    /// weight gradient (taken, so freed, by the backward).
+    /// Training with [`keep_tiles`]: the Winograd input tiles of the
+    /// forward, kept for the weight gradient (taken, so freed, by the backward).
     kept: Option<Mutex<Option<Box<dyn Any + Send>>>>,
     /// Whether the backward computes the input gradient; `None`: where
     /// autograd tracks the input. (A step run on [`crate::layers::Saved`]
@@ -35,10 +35,24 @@ pub struct ConvBiasAct {
     want_dx: Option<bool>,
 }
 
+/// Whether a training forward keeps its Winograd input tiles `V` for the
+/// weight gradient. It does not: the tiles of a whole batch (113 MB for
+/// seed4x4's 48x48 conv) go out to memory and come back, while the
+/// backward's own transform of the input, a group at a time, stays in the
+/// caches and costs less than that traffic. `phase_profile`, interleaved
+/// runs, ms per step of 64 images, kept / not kept: seed4x4 198-203 /
+/// 186-193, seed3x3 141-144 / 140-142; its 48x48 conv forward 30-32 / 21-24
+/// and backward 52-53 / 53-56 (seed4x4), 22-24 / 17-18 and 35-37 / 35-36
+/// (seed3x3). Same bits either way. `FER_KEEP_TILES=1` keeps them (for A/B runs).
+fn keep_tiles() -> bool {
+    static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KEEP.get_or_init(|| std::env::var("FER_KEEP_TILES").is_ok_and(|v| v == "1"))
+}
+
 impl ConvBiasAct {
     /// The op of a training forward run outside autograd (see [`Self::want_dx`]).
     pub fn for_training(pad: [usize; 4], stride: usize, relu: bool, want_dx: bool) -> Self {
-        ConvBiasAct { pad, stride, relu, kept: Some(Mutex::new(None)), want_dx: Some(want_dx) }
+        ConvBiasAct { pad, stride, relu, kept: keep_tiles().then(|| Mutex::new(None)), want_dx: Some(want_dx) }
     }
 
     /// An inference forward's op: keeps nothing for a backward.
@@ -436,8 +450,8 @@ impl CustomOp1 for ChannelSum {
 pub fn conv2d_bias_act(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: [usize; 4], stride: usize, relu: bool) -> Result<Tensor> {
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    // Only a training forward (weights tracked by autograd) keeps tiles.
-    let kept = w.track_op().then(|| Mutex::new(None));
+    // Only a training forward (weights tracked by autograd) may keep tiles.
+    let kept = (w.track_op() && keep_tiles()).then(|| Mutex::new(None));
     let op = ConvBiasAct { pad: padding, stride, relu, kept, want_dx: None };
     match b {
         Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
