@@ -417,6 +417,7 @@ fn input_transform_group<K: Alpha, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: u
 #[inline(always)]
 fn gather_taps<K: Alpha, T: Elem>(row: &[T], tw: usize, tk: &mut [T], nt: usize) {
     let m = K::M;
+    debug_assert!(K::A == 6 || K::A == 7);
     if K::A == 6 {
         let_planes!(mut tk, 0, nt, tw => k0, k1, k2, k3, k4, k5);
         for tj in 0..tw {

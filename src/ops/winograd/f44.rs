@@ -1,12 +1,14 @@
 //! F(4x4, 4x4): 49 products per 16 outputs (3.06 per output against
-//! F(3x3, 4x4)'s 4 and a direct convolution's 16), for the 4x4 layers of
-//! the study's 4x4 model on maps that whole 4x4 tiles cover. Interpolation
-//! at 0, ±1, ±2 and ±1/2, without the point at infinity: the points come
-//! in ± pairs, so every row pair of `B^T`, `A^T` and `G` is an even part
-//! plus or minus an odd one, which the transforms below share. In float32
-//! its error is within twice F(3x3, 4x4)'s (1e-5 relative at worst over
-//! 48 channels of random tiles, against 8e-6). The transforms are
-//! [`super::alpha`]'s.
+//! F(3x3, 4x4)'s 4 and a direct convolution's 16). Its 7x7 tiles cost
+//! more to transform than the products save, so `choose_algo` keeps
+//! F(3x3, 4x4) and this is reached through `FER_CONV=winograd4` (see
+//! `choose_algo` for the measurements). Interpolation at 0, ±1, ±2 and
+//! ±1/2, without the point at infinity: the points come in ± pairs, so
+//! every row pair of `B^T`, `A^T` and `G` is an even part plus or minus an
+//! odd one, which the transforms below share (about 23 operations for a
+//! 7-value `B^T` column). Its float32 error was within 1.5x F(3x3, 4x4)'s
+//! in a numpy simulation of one tile over 48 random channels (worst of 200:
+//! 1.0e-5 relative against 7.6e-6). The transforms are [`super::alpha`]'s.
 
 use super::super::gemm::Elem;
 use super::alpha::{Alpha, Ins, Outs};
