@@ -56,12 +56,35 @@ pub(super) trait Alpha {
     fn at<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, dst: &mut [T], db: usize, ds: usize);
     /// `A` (the adjoint of `at`): `α` planes from `M`.
     fn a<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, dst: &mut [T], db: usize, ds: usize);
+    // `B^T` depends only on the points: the defaults are the 6x6 tiles'
+    // (0, ±1, ±2, ∞), which F(4x4, 3x3) and F(3x3, 4x4) share.
     /// `B^T`: the `α` planes `dst[db + k ds..][..n]` from the streams `d[..α]`.
-    fn bt<T: Elem>(n: usize, d: Ins<T>, dst: &mut [T], db: usize, ds: usize);
+    #[inline(always)]
+    fn bt<T: Elem>(n: usize, d: Ins<T>, dst: &mut [T], db: usize, ds: usize) {
+        debug_assert_eq!(Self::A, 6);
+        let (two, four, five) = consts6::<T>();
+        let [d0, d1, d2, d3, d4, d5, _] = d;
+        let_planes!(mut dst, db, ds, n => o0, o1, o2, o3, o4, o5);
+        streams!(n, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| bt6(d, two, four, five));
+    }
     /// `B` (the adjoint of `bt`): `α` planes from `α` planes.
-    fn b<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, dst: &mut [T], db: usize, ds: usize);
+    #[inline(always)]
+    fn b<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, dst: &mut [T], db: usize, ds: usize) {
+        debug_assert_eq!(Self::A, 6);
+        let (two, four, five) = consts6::<T>();
+        let_planes!(src, sb, ss, n => d0, d1, d2, d3, d4, d5);
+        let_planes!(mut dst, db, ds, n => o0, o1, o2, o3, o4, o5);
+        streams!(n, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| b6(d, two, four, five));
+    }
     /// `B` of the `α` planes of `src`, added into the streams `q[..α]`.
-    fn b_add<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, q: Outs<T>);
+    #[inline(always)]
+    fn b_add<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, q: Outs<T>) {
+        debug_assert_eq!(Self::A, 6);
+        let (two, four, five) = consts6::<T>();
+        let_planes!(src, sb, ss, n => e0, e1, e2, e3, e4, e5);
+        let [q0, q1, q2, q3, q4, q5, _] = q;
+        streams!(n, [e0, e1, e2, e3, e4, e5] += [q0, q1, q2, q3, q4, q5], |d| b6(d, two, four, five));
+    }
 }
 
 /// `B^T d` for one column of 6 values (points 0, ±1, ±2, ∞).
@@ -93,33 +116,6 @@ fn b6<T: Elem>(e: [T; 6], two: T, four: T, five: T) -> [T; 6] {
 
 fn consts6<T: Elem>() -> (T, T, T) {
     (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0))
-}
-
-/// [`Alpha::bt`] for the 6x6 tiles.
-#[inline(always)]
-pub(super) fn bt6_streams<T: Elem>(n: usize, d: Ins<T>, dst: &mut [T], db: usize, ds: usize) {
-    let (two, four, five) = consts6::<T>();
-    let [d0, d1, d2, d3, d4, d5, _] = d;
-    let_planes!(mut dst, db, ds, n => o0, o1, o2, o3, o4, o5);
-    streams!(n, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| bt6(d, two, four, five));
-}
-
-/// [`Alpha::b`] for the 6x6 tiles.
-#[inline(always)]
-pub(super) fn b6_planes<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, dst: &mut [T], db: usize, ds: usize) {
-    let (two, four, five) = consts6::<T>();
-    let_planes!(src, sb, ss, n => d0, d1, d2, d3, d4, d5);
-    let_planes!(mut dst, db, ds, n => o0, o1, o2, o3, o4, o5);
-    streams!(n, [d0, d1, d2, d3, d4, d5] => [o0, o1, o2, o3, o4, o5], |d| b6(d, two, four, five));
-}
-
-/// [`Alpha::b_add`] for the 6x6 tiles.
-#[inline(always)]
-pub(super) fn b6_add<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, q: Outs<T>) {
-    let (two, four, five) = consts6::<T>();
-    let_planes!(src, sb, ss, n => e0, e1, e2, e3, e4, e5);
-    let [q0, q1, q2, q3, q4, q5, _] = q;
-    streams!(n, [e0, e1, e2, e3, e4, e5] += [q0, q1, q2, q3, q4, q5], |d| b6(d, two, four, five));
 }
 
 /// Where tap `k` of tile `tj` sits in the phases of a row (`len` per
@@ -667,8 +663,8 @@ mod tests {
 
     /// Both forms of the output transforms, on every band of every group,
     /// give the same bits (the same sums in the same order).
-    fn band_and_rows_agree<K: Alpha>(m: usize) {
-        let r = K::R;
+    fn band_and_rows_agree<K: Alpha>() {
+        let (m, r) = (K::M, K::R);
         // (n, c, h, w, o, pad): odd sizes, asymmetric padding, several images a group, bands
         let cases = [
             (3, 2, 23, 21, 2, [1, 1, 1, 1]),
@@ -703,8 +699,8 @@ mod tests {
 
     /// Both forms of the input transforms give the same bits, also with
     /// one image a group (where only the group form's tap gather differs).
-    fn group_and_rows_agree<K: Alpha>(m: usize) {
-        let r = K::R;
+    fn group_and_rows_agree<K: Alpha>() {
+        let (m, r) = (K::M, K::R);
         let cases = [
             (3, 2, 23, 21, 2, [1, 1, 1, 1]),
             (5, 3, 12, 12, 4, [1, 1, 1, 1]),
@@ -735,33 +731,17 @@ mod tests {
     }
 
     #[test]
-    fn group_and_row_input_transforms_agree_f43() {
-        group_and_rows_agree::<F43>(4);
+    fn group_and_row_input_transforms_agree() {
+        group_and_rows_agree::<F43>();
+        group_and_rows_agree::<F34>();
+        group_and_rows_agree::<F44>();
     }
 
     #[test]
-    fn group_and_row_input_transforms_agree_f34() {
-        group_and_rows_agree::<F34>(3);
-    }
-
-    #[test]
-    fn band_and_row_transforms_agree_f43() {
-        band_and_rows_agree::<F43>(4);
-    }
-
-    #[test]
-    fn band_and_row_transforms_agree_f34() {
-        band_and_rows_agree::<F34>(3);
-    }
-
-    #[test]
-    fn group_and_row_input_transforms_agree_f44() {
-        group_and_rows_agree::<F44>(4);
-    }
-
-    #[test]
-    fn band_and_row_transforms_agree_f44() {
-        band_and_rows_agree::<F44>(4);
+    fn band_and_row_transforms_agree() {
+        band_and_rows_agree::<F43>();
+        band_and_rows_agree::<F34>();
+        band_and_rows_agree::<F44>();
     }
 }
 

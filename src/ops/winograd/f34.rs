@@ -5,7 +5,7 @@
 //! common subexpressions written out. The transforms are [`super::alpha`]'s.
 
 use super::super::gemm::Elem;
-use super::alpha::{b6_add, b6_planes, bt6_streams, Alpha, Ins, Outs};
+use super::alpha::Alpha;
 
 /// F(3x3, 4x4)'s matrices and tile stride.
 pub(super) struct F34;
@@ -74,21 +74,6 @@ impl Alpha for F34 {
             let (e, e4, o2) = (y[0] + y[2], y[0] + four * y[2], two * y[1]);
             [y[0], e + y[1], e - y[1], e4 + o2, e4 - o2, y[2]]
         });
-    }
-
-    #[inline(always)]
-    fn bt<T: Elem>(n: usize, d: Ins<T>, dst: &mut [T], db: usize, ds: usize) {
-        bt6_streams(n, d, dst, db, ds)
-    }
-
-    #[inline(always)]
-    fn b<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, dst: &mut [T], db: usize, ds: usize) {
-        b6_planes(n, src, sb, ss, dst, db, ds)
-    }
-
-    #[inline(always)]
-    fn b_add<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, q: Outs<T>) {
-        b6_add(n, src, sb, ss, q)
     }
 }
 

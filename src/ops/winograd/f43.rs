@@ -4,7 +4,7 @@
 //! common subexpressions written out; the transforms are [`super::alpha`]'s.
 
 use super::super::gemm::Elem;
-use super::alpha::{b6_add, b6_planes, bt6_streams, Alpha, Ins, Outs};
+use super::alpha::Alpha;
 
 /// F(4x4, 3x3)'s matrices and tile stride.
 pub(super) struct F43;
@@ -46,21 +46,6 @@ impl Alpha for F43 {
         let_planes!(src, sb, ss, n => y0, y1, y2, y3);
         let_planes!(mut dst, db, ds, n => o0, o1, o2, o3, o4, o5);
         streams!(n, [y0, y1, y2, y3] => [o0, o1, o2, o3, o4, o5], |v| a6(v, two, four, eight));
-    }
-
-    #[inline(always)]
-    fn bt<T: Elem>(n: usize, d: Ins<T>, dst: &mut [T], db: usize, ds: usize) {
-        bt6_streams(n, d, dst, db, ds)
-    }
-
-    #[inline(always)]
-    fn b<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, dst: &mut [T], db: usize, ds: usize) {
-        b6_planes(n, src, sb, ss, dst, db, ds)
-    }
-
-    #[inline(always)]
-    fn b_add<T: Elem>(n: usize, src: &[T], sb: usize, ss: usize, q: Outs<T>) {
-        b6_add(n, src, sb, ss, q)
     }
 }
 

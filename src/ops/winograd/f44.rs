@@ -179,6 +179,7 @@ mod tests {
     /// the 4-tap correlation of 7 inputs into 4 outputs), and `gt`, `b`
     /// and `a` are the adjoints of `g`, `bt` and `at`.
     #[test]
+    #[allow(clippy::needless_range_loop)] // indices as in the matrix identities
     fn f44_matrices_are_exact_and_adjoint() {
         let k = consts::<f64>();
         let unit = |i: usize| -> [f64; 7] { std::array::from_fn(|l| if l == i { 1.0 } else { 0.0 }) };
