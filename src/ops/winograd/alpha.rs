@@ -118,6 +118,16 @@ fn consts6<T: Elem>() -> (T, T, T) {
     (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0))
 }
 
+/// The input streams `f(k)` for `k < al`, the rest empty.
+#[inline(always)]
+fn streams_of<'a, T>(al: usize, f: impl Fn(usize) -> &'a [T]) -> Ins<'a, T> {
+    let mut d: Ins<T> = [&[]; MAX_A];
+    for (k, d) in d[..al].iter_mut().enumerate() {
+        *d = f(k);
+    }
+    d
+}
+
 /// Where tap `k` of tile `tj` sits in the phases of a row (`len` per
 /// phase), less `tj`: `ph[k % M][tj + k / M]`.
 #[inline(always)]
@@ -306,10 +316,7 @@ fn input_transform_rows<K: Alpha, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: us
                 let t0 = tl.row_start(ng, img, ti);
                 for a in 0..al {
                     K::split(&tmp[a * wp..(a + 1) * wp], &mut ph, len);
-                    let mut d: Ins<T> = [&[]; MAX_A];
-                    for k in 0..al {
-                        d[k] = &ph[tap[k]..][..tw];
-                    }
+                    let d = streams_of(al, |k| &ph[tap[k]..][..tw]);
                     K::bt(tw, d, v, a * al * pv + c * tg + t0, pv);
                 }
             }
@@ -384,8 +391,8 @@ fn input_transform_group<K: Alpha, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: u
     let mut tk = vec![T::ZERO; al * al * np];
     for c in 0..c_n {
         for ti0 in (0..tl.th).step_by(rp) {
-            let rows = rp.min(tl.th - ti0);
-            for ti in ti0..ti0 + rows {
+            let nr = rp.min(tl.th - ti0);
+            for ti in ti0..ti0 + nr {
                 let r0 = (m * (tl.ti0 + ti)) as isize - pt;
                 for img in 0..ng {
                     let xc = &x[(img * c_n + c) * g.h * g.w..(img * c_n + c + 1) * g.h * g.w];
@@ -396,12 +403,9 @@ fn input_transform_group<K: Alpha, T: Elem>(g: &Geom, tl: &Tiles, x: &[T], ng: u
                     }
                 }
             }
-            let nt = rows * ng * tw;
+            let nt = nr * ng * tw;
             for a in 0..al {
-                let mut d: Ins<T> = [&[]; MAX_A];
-                for (k, d) in d[..al].iter_mut().enumerate() {
-                    *d = &tk[(a * al + k) * np..][..nt];
-                }
+                let d = streams_of(al, |k| &tk[(a * al + k) * np..][..nt]);
                 K::bt(nt, d, v, a * al * pv + c * tg + tl.row_start(ng, 0, ti0), pv);
             }
         }
@@ -462,10 +466,7 @@ fn input_transform_bwd_group<K: Alpha, T: Elem>(g: &Geom, tl: &Tiles, dv: &[T], 
                     let at = ((ti - ti0) * ng + img) * tw;
                     for a in 0..al {
                         let row = &mut e[a * wp..(a + 1) * wp];
-                        let mut taps: Ins<T> = [&[]; MAX_A];
-                        for (k, tap) in taps[..al].iter_mut().enumerate() {
-                            *tap = &tk[(a * al + k) * np + at..][..tw];
-                        }
+                        let taps = streams_of(al, |k| &tk[(a * al + k) * np + at..][..tw]);
                         // neighbouring tiles overlap by R - 1 = α - M columns:
                         // tap p of tile tj, then tap p + M of tile tj - 1
                         for tj in 0..tw {
@@ -497,10 +498,7 @@ fn bt_rows<K: Alpha, T: Elem>(g: &Geom, xc: &[T], zero: &[T], r0: isize, (lo, hi
     if hi <= lo {
         return;
     }
-    let mut d: Ins<T> = [&[]; MAX_A];
-    for (k, d) in d[..K::A].iter_mut().enumerate() {
-        *d = padded_row_inside(xc, zero, g, r0 + k as isize, (lo, hi), pl);
-    }
+    let d = streams_of(K::A, |k| padded_row_inside(xc, zero, g, r0 + k as isize, (lo, hi), pl));
     K::bt(hi - lo, d, tmp, lo, wp);
 }
 
