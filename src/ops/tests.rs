@@ -105,6 +105,8 @@ const CONV_CASES: &[([usize; 4], [usize; 4], [usize; 4], usize)] = &[
     ([2, 5, 6, 7], [3, 5, 1, 1], [0, 0, 0, 0], 1),  // pointwise
     ([2, 5, 6, 7], [3, 5, 1, 1], [1, 0, 0, 1], 2),  // 1x1 padded, stride 2
     ([5, 1, 12, 12], [8, 1, 3, 3], [1, 1, 1, 1], 1), // first layer, batch 5
+    ([3, 1, 20, 19], [6, 1, 4, 4], [1, 2, 1, 2], 1), // first layer 4x4: a whole vector and a tail a row
+    ([2, 1, 9, 33], [3, 1, 2, 2], [0, 1, 0, 1], 1), // first layer 2x2, two whole vectors and a tail
     ([9, 3, 5, 5], [2, 3, 3, 3], [2, 0, 1, 0], 1),  // batch > chunk, asymmetric
     ([2, 2, 7, 6], [3, 2, 2, 3], [0, 1, 1, 1], 3),  // non-square kernel, stride 3
     ([1, 3, 4, 4], [2, 3, 3, 3], [3, 3, 3, 3], 1),  // padding >= kernel
