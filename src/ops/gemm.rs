@@ -138,6 +138,15 @@ pub unsafe fn par_filled<T: Send>(len: usize, chunk: usize, f: impl Fn(usize, &m
     v
 }
 
+/// `s` zero-filled and returned as initialised values: for outputs made a
+/// piece at a time, each piece zeroed just before it is written (in cache)
+/// instead of the whole buffer in a pass of its own first.
+pub fn zero_init<T: Elem>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
+    s.fill(MaybeUninit::new(T::ZERO));
+    // SAFETY: every element was just written; `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
 /// [`par_filled`] for two vectors written together: `f(i, a, b)` gets
 /// piece `i` of each (`chunk.0` and `chunk.1` elements); both must have the
 /// same number of pieces.

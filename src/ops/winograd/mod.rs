@@ -28,6 +28,7 @@
 //! stay in L2. The weight gradient is reduced in a fixed order (independent
 //! of the thread count).
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 #[macro_use]
@@ -42,7 +43,7 @@ use super::conv::{chunks_each, inner_par, sum_partials, Geom};
 use super::conv_bias_act::{plane_sum, relu_grad};
 use rayon::prelude::*;
 
-use super::gemm::{gemm, pooled as pooled_buffer, zeros, Elem, Mat, Parallelism};
+use super::gemm::{gemm, pooled as pooled_buffer, zero_init, zeros, Elem, Mat, Parallelism};
 use super::pool;
 use super::simd;
 use super::small_gemm::gemm_rows;
@@ -925,8 +926,11 @@ fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epil
     let (tf, tl) = (k.tf, k.tiles(g));
     let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
     let pop = o_n * (g.oh / 2) * (g.ow / 2);
-    let mut y = if pool == Pool::Only { Vec::new() } else { zeros::<T>(g.n * op) };
-    let mut pooled = if pool == Pool::No { Vec::new() } else { zeros::<T>(g.n * pop) };
+    // Written a group at a time: the output zeroed just before (in cache),
+    // the pool written whole by `pool2`.
+    let y_len = if pool == Pool::Only { 0 } else { g.n * op };
+    let p_len = if pool == Pool::No { 0 } else { g.n * pop };
+    let (mut y, mut pooled) = (Vec::<T>::with_capacity(y_len), Vec::<T>::with_capacity(p_len));
     if g.n * op == 0 {
         return (y, pooled, None);
     }
@@ -936,7 +940,7 @@ fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epil
     let (bv, bm) = (np * pv, np * pm);
     // `yg`, `pg`, `kept`: the group's slices of the outputs wanted and of
     // the kept tiles; scratch stands in for the others.
-    let run = |gi: usize, yg: Option<&mut [T]>, pg: Option<&mut [T]>, mut kept: Option<&mut [T]>| {
+    let run = |gi: usize, yg: Option<&mut [MaybeUninit<T>]>, pg: Option<&mut [MaybeUninit<T>]>, mut kept: Option<&mut [T]>| {
         let (n0, ng) = tl.images(g, gi);
         let xg = &x[n0 * chw..(n0 + ng) * chw];
         let scratch = bm + if kept.is_none() { bv } else { 0 } + if yg.is_none() { ng * op } else { 0 };
@@ -944,7 +948,7 @@ fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epil
             let (mm, rest) = buf.split_at_mut(bm);
             let (vs, ys) = rest.split_at_mut(if kept.is_none() { bv } else { 0 });
             let yg = match yg {
-                Some(yg) => yg,
+                Some(yg) => zero_init(yg),
                 None => &mut ys[..ng * op],
             };
             for b in 0..tl.bands {
@@ -959,21 +963,26 @@ fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epil
                 k.output(g, &bl, mm, ng, yg, epi);
             }
             if let Some(pg) = pg {
-                // SAFETY: `pool2` writes only initialised values.
-                pool::pool2(g.oh, g.ow, yg, unsafe { pool::as_uninit(pg) });
+                pool::pool2(g.oh, g.ow, yg, pg);
             }
         })
     };
     // One `bv` block per band of each group, whatever the band's size: band
     // `b` of group `gi` is at `(gi * bands + b) * bv`.
     let mut kept = if keep { Some(pooled_buffer::<T>(bv * tl.bands * tl.groups)) } else { None };
-    let ys = group_slices(&mut y, tl.gs * op, tl.groups);
-    let ps = group_slices(&mut pooled, tl.gs * pop, tl.groups);
+    let ys = group_slices(&mut y.spare_capacity_mut()[..y_len], tl.gs * op, tl.groups);
+    let ps = group_slices(&mut pooled.spare_capacity_mut()[..p_len], tl.gs * pop, tl.groups);
     let ks = group_slices(kept.as_deref_mut().unwrap_or_default(), bv * tl.bands, tl.groups);
     // The groups always run in parallel; with fewer groups than threads,
     // their planes do too (`par`).
     let jobs: Vec<_> = ys.into_iter().zip(ps).zip(ks).enumerate().collect();
     jobs.into_par_iter().for_each(|(gi, ((yg, pg), kg))| run(gi, yg, pg, kg));
+    // SAFETY: the groups cover both buffers; each group's output slice was
+    // zeroed and its pool slice written whole by `pool2`.
+    unsafe {
+        y.set_len(y_len);
+        pooled.set_len(p_len);
+    }
     (y, pooled, kept)
 }
 
@@ -1035,13 +1044,17 @@ pub fn conv2d_bwd_fused<T: Elem>(
     let (tf, tl) = (k.tf, k.tiles(g));
     let (c_n, o_n, chw, p, np) = (g.c, g.o, g.chw(), g.p(), tf.planes());
     let op = o_n * p;
-    let mut dx = if want.dx { zeros::<T>(g.n * chw) } else { Vec::new() };
     let mut db_img = if want.db { zeros::<T>(g.n * o_n) } else { Vec::new() };
     if g.n == 0 || op == 0 {
+        let dx = want.dx.then(|| zeros::<T>(g.n * chw));
         let dw = want.dw.then(|| zeros::<T>(o_n * c_n * g.kh * g.kw));
         let db = want.db.then(|| zeros::<T>(o_n));
-        return (want.dx.then_some(dx), dw, db);
+        return (dx, dw, db);
     }
+    // Zeroed a group at a time, just before the group's adjoint transforms
+    // add into it (in cache).
+    let dx_len = if want.dx { g.n * chw } else { 0 };
+    let mut dx = Vec::<T>::with_capacity(dx_len);
     let u = want.dx.then(|| k.filter(g, w));
     // The same fixed partition as `conv2d_bwd_weight`.
     let per_part = tl.groups.div_ceil(MAX_PARTIALS);
@@ -1051,7 +1064,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
     let (pv, pm) = (tl.plane(c_n), tl.plane(o_n));
     let (bv, bm) = (np * pv, np * pm);
     let mut jobs = Vec::with_capacity(parts);
-    let (mut dx_rest, mut db_rest) = (&mut dx[..], &mut db_img[..]);
+    let (mut dx_rest, mut db_rest) = (&mut dx.spare_capacity_mut()[..dx_len], &mut db_img[..]);
     for part in 0..parts {
         let imgs = part_images.min(g.n - part * part_images);
         let (a, rest) = std::mem::take(&mut dx_rest).split_at_mut(if want.dx { imgs * chw } else { 0 });
@@ -1060,7 +1073,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
         db_rest = rest;
         jobs.push((part, a, b));
     }
-    let run = |(part, dx_part, db_part): (usize, &mut [T], &mut [T])| -> Option<Vec<T>> {
+    let run = |(part, dx_part, db_part): (usize, &mut [MaybeUninit<T>], &mut [T])| -> Option<Vec<T>> {
         let mut du = want.dw.then(|| zeros::<T>(np * o_n * c_n));
         let (g0, g1) = (part * per_part, ((part + 1) * per_part).min(tl.groups));
         let first = part * part_images;
@@ -1094,7 +1107,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
                     return;
                 }
                 let xg: &[T] = if want.dw { &x[n0 * chw..(n0 + ng) * chw] } else { &[] };
-                let dxg = if want.dx { &mut dx_part[(n0 - first) * chw..(n0 - first + ng) * chw] } else { &mut [][..] };
+                let dxg = if want.dx { zero_init(&mut dx_part[(n0 - first) * chw..(n0 - first + ng) * chw]) } else { &mut [][..] };
                 for b in 0..tl.bands {
                     let bl = tl.band(b);
                     let pl = Planes { pv, pm, tg: ng * bl.t };
@@ -1121,6 +1134,9 @@ pub fn conv2d_bwd_fused<T: Elem>(
     };
     // Parts in parallel, and their planes too when there are fewer parts than threads.
     let partials: Vec<Option<Vec<T>>> = jobs.into_par_iter().map(run).collect();
+    // SAFETY: with `want.dx`, every group zeroed its images' slice of `dx`
+    // (and the groups cover all images) before adding into it.
+    unsafe { dx.set_len(dx_len) };
     let dw = if want.dw { Some(k.filter_bwd(g, &sum_partials(partials.into_iter().flatten().collect()))) } else { None };
     let db = want.db.then(|| {
         (0..o_n)
