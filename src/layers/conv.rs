@@ -52,11 +52,12 @@ impl Conv2d {
     }
 
     /// [`Self::forward_saved`] and the 2x2 / stride-2 max pool after it in
-    /// one pass: `(y, pooled, op)`; `None` where the op cannot fuse them.
-    pub(super) fn forward_saved_pool2(&self, xs: &Tensor, want_dx: bool) -> Result<Option<(Tensor, Tensor, ConvBiasAct)>> {
+    /// one pass: `(pooled, codes, op)`, the pool's codes standing in for
+    /// the conv's output in the backward; `None` where the op cannot fuse them.
+    pub(super) fn forward_saved_pool2(&self, xs: &Tensor, want_dx: bool) -> Result<Option<(Tensor, Vec<u8>, ConvBiasAct)>> {
         let op = ConvBiasAct::for_training(self.padding, self.stride, self.activation == Activation::Relu, want_dx);
         let fused = op.forward_pool2_tensors(xs, self.weight.as_tensor(), self.bias.as_ref().map(|b| b.as_tensor()), true)?;
-        Ok(fused.and_then(|(y, pooled)| Some((y?, pooled, op))))
+        Ok(fused.and_then(|(pooled, codes)| Some((pooled, codes?, op))))
     }
 
     /// Inference of this conv and the 2x2 / stride-2 max pool after it in
@@ -65,7 +66,7 @@ impl Conv2d {
     pub fn forward_pool2(&self, xs: &Tensor) -> Result<Option<Tensor>> {
         let op = ConvBiasAct::for_inference(self.padding, self.stride, self.activation == Activation::Relu);
         let bias = self.bias.as_ref().map(|b| value(b, false));
-        Ok(op.forward_pool2_tensors(xs, &value(&self.weight, false), bias.as_ref(), false)?.map(|(_, pooled)| pooled))
+        Ok(op.forward_pool2_tensors(xs, &value(&self.weight, false), bias.as_ref(), false)?.map(|(pooled, _)| pooled))
     }
 
     /// `(dx, dw, db)` of [`Self::forward_saved`].
@@ -73,10 +74,11 @@ impl Conv2d {
         op.backward_tensors(&x.contiguous()?, self.weight.as_tensor(), self.bias.as_ref().map(|b| b.as_tensor()), y, &grad.contiguous()?)
     }
 
-    /// [`Self::backward_saved`] from the gradient of the 2x2 / stride-2 max
-    /// pool of `y` rather than of `y`; `None` where the op cannot take it.
-    pub(super) fn backward_saved_pool2(&self, op: &ConvBiasAct, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Grads3>> {
-        op.backward_through_pool2(&x.contiguous()?, self.weight.as_tensor(), self.bias.as_ref().map(|b| b.as_tensor()), y, &grad.contiguous()?)
+    /// The backward of [`Self::forward_saved_pool2`] from the gradient of
+    /// its pool; `None` where the op cannot take it.
+    pub(super) fn backward_saved_pool2(&self, op: &ConvBiasAct, x: &Tensor, pooled: &Tensor, codes: &[u8], grad: &Tensor) -> Result<Option<Grads3>> {
+        let (w, b) = (self.weight.as_tensor(), self.bias.as_ref().map(|b| b.as_tensor()));
+        op.backward_through_pool2(&x.contiguous()?, w, b, pooled, codes, &grad.contiguous()?)
     }
 
     pub(super) fn weight_bias(&self) -> (&Var, Option<&Var>) {
@@ -97,7 +99,7 @@ impl Conv2d {
     pub fn forward_folded_pool2(&self, xs: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Result<Option<Tensor>> {
         let Some((w, b)) = self.folded(scale, shift)? else { return Ok(None) };
         let op = ConvBiasAct::for_inference(self.padding, self.stride, relu);
-        Ok(op.forward_pool2_tensors(xs, &w, Some(&b), false)?.map(|(_, pooled)| pooled))
+        Ok(op.forward_pool2_tensors(xs, &w, Some(&b), false)?.map(|(pooled, _)| pooled))
     }
 
     /// The weights and bias with the affine map folded in; `None` when the

@@ -24,10 +24,12 @@ enum Kind<'a> {
     Conv { layer: &'a Conv2d, op: ConvBiasAct, x: Tensor, y: Tensor },
     /// A Winograd convolution and the 2x2 / stride-2 max pool after it, run
     /// as one: the pool reads the conv's output while it is in cache, and
-    /// the backward starts from the pool's output gradient (the pool's
-    /// input gradient, three quarters zeros and as large as the conv's
-    /// output, is never written out and read back).
-    ConvPool { layer: &'a Conv2d, op: ConvBiasAct, x: Tensor, y: Tensor },
+    /// keeps where each window's maximum lay (`codes`, a byte a window) in
+    /// place of the output, which is never written out; the backward starts
+    /// from the pool's output gradient (the pool's input gradient, three
+    /// quarters zeros and as large as the conv's output, is never written
+    /// out and read back either).
+    ConvPool { layer: &'a Conv2d, op: ConvBiasAct, x: Tensor, pooled: Tensor, codes: Vec<u8> },
     Pool { layer: &'a MaxPool2d, x: Tensor, y: Tensor },
     Dropout { op: Option<MaskOp> },
     Norm { layer: &'a BatchNorm2d, op: BatchNormTrain, x: Tensor, y: Tensor },
@@ -50,8 +52,8 @@ impl<'a> Saved<'a> {
     pub fn forward(layers: &'a [Layer], xs: &Tensor, want_dx: bool, rng: &mut ChaCha8Rng) -> Result<Option<(Tensor, Saved<'a>, usize)>> {
         if let [Layer::Conv2d(layer), Layer::MaxPool2d(pool), ..] = layers {
             if pool.is_unpool2() {
-                if let Some((y, pooled, op)) = layer.forward_saved_pool2(xs, want_dx)? {
-                    return Ok(Some((pooled, Saved(Kind::ConvPool { layer, op, x: xs.clone(), y }), 2)));
+                if let Some((pooled, codes, op)) = layer.forward_saved_pool2(xs, want_dx)? {
+                    return Ok(Some((pooled.clone(), Saved(Kind::ConvPool { layer, op, x: xs.clone(), pooled, codes }), 2)));
                 }
             }
         }
@@ -96,7 +98,7 @@ impl<'a> Saved<'a> {
     pub fn backward(&self, grad: &Tensor, grads: &mut GradStore) -> Result<Option<Tensor>> {
         match &self.0 {
             Kind::Conv { layer, op, x, y } => Ok(conv_grads(layer, layer.backward_saved(op, x, y, grad)?, grads)),
-            Kind::ConvPool { layer, op, x, y } => match layer.backward_saved_pool2(op, x, y, grad)? {
+            Kind::ConvPool { layer, op, x, pooled, codes } => match layer.backward_saved_pool2(op, x, pooled, codes, grad)? {
                 Some(g) => Ok(conv_grads(layer, g, grads)),
                 // The forward ran on Winograd, and so does the backward.
                 None => candle_core::bail!("internal error: a fused conv + pool has no fused backward"),

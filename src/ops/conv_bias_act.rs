@@ -69,12 +69,13 @@ impl ConvBiasAct {
         }
     }
 
-    /// [`Self::forward_tensors`] and the 2x2 / stride-2 unpadded max pool of
-    /// its output in one pass ([`winograd::conv2d_fwd_pool2`]): `(y,
-    /// pooled)`, `y` only when `want_y` (a training step's backward needs
-    /// it); `None` where the convolution does not run on Winograd, or its
-    /// output is too small to pool (the pool op then says so).
-    pub fn forward_pool2_tensors(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, want_y: bool) -> Result<Option<(Option<Tensor>, Tensor)>> {
+    /// The 2x2 / stride-2 unpadded max pool of [`Self::forward_tensors`]'s
+    /// output, in one pass with it ([`winograd::conv2d_fwd_pool2`]; the
+    /// output itself is never written out): `(pooled, codes)`, the pool's
+    /// codes (all a training step's backward needs of the output) only when
+    /// `want_codes`; `None` where the convolution does not run on Winograd,
+    /// or its output is too small to pool (the pool op then says so).
+    pub fn forward_pool2_tensors(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, want_codes: bool) -> Result<Option<(Tensor, Option<Vec<u8>>)>> {
         let g = Geom::new(x.dims(), w.dims(), self.pad, self.stride)?;
         let Algo::Winograd(m) = choose_algo(&g) else { return Ok(None) };
         if g.oh < 2 || g.ow < 2 {
@@ -96,22 +97,21 @@ impl ConvBiasAct {
             op: &ConvBiasAct,
             g: &Geom,
             m: usize,
-            want_y: bool,
+            want_codes: bool,
             [x, w]: [(&CpuStorage, &Layout); 2],
             b: Option<(&CpuStorage, &Layout)>,
-        ) -> Result<(Option<Tensor>, Tensor)> {
+        ) -> Result<(Tensor, Option<Vec<u8>>)> {
             let epi = op.epilogue(g, b.map(|(s, l)| contiguous_slice::<T>(s, l)).transpose()?)?;
             let (x, w) = (contiguous_slice::<T>(x.0, x.1)?, contiguous_slice::<T>(w.0, w.1)?);
-            let (y, pooled, v) = winograd::conv2d_fwd_pool2(g, m, x, w, op.kept.is_some(), &epi, want_y);
+            let (pooled, codes, v) = winograd::conv2d_fwd_pool2(g, m, x, w, op.kept.is_some(), &epi, want_codes);
             op.keep(v);
-            let dev = candle_core::Device::Cpu;
-            let y = if want_y { Some(Tensor::from_vec(y, (g.n, g.o, g.oh, g.ow), &dev)?) } else { None };
-            Ok((y, Tensor::from_vec(pooled, (g.n, g.o, g.oh / 2, g.ow / 2), &dev)?))
+            let pooled = Tensor::from_vec(pooled, (g.n, g.o, g.oh / 2, g.ow / 2), &candle_core::Device::Cpu)?;
+            Ok((pooled, want_codes.then_some(codes)))
         }
         let args = [(xs, xl), (ws, wl)];
         match (xs, ws) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => run::<f32>(self, &g, m, want_y, args, bias).map(Some),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => run::<f64>(self, &g, m, want_y, args, bias).map(Some),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => run::<f32>(self, &g, m, want_codes, args, bias).map(Some),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => run::<f64>(self, &g, m, want_codes, args, bias).map(Some),
             _ => bail!("fer-conv2d-bias-act: x, w and b must all be f32 or all f64"),
         }
     }
@@ -124,16 +124,15 @@ impl ConvBiasAct {
         }
     }
 
-    /// `(dx, dw, db)` given `grad`, the gradient of a 2x2 / stride-2
-    /// unpadded max pool of `y` (see [`winograd::OutGrad::Pool2`]); `None`
-    /// where the convolution does not run on Winograd (the caller then runs
-    /// the pool's backward and [`Self::backward_tensors`]).
-    pub fn backward_through_pool2(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor, grad: &Tensor) -> Result<Option<Grads3>> {
-        let &[n, o, oh, ow] = y.dims() else { bail!("conv2d backward: expected a 4D output, got {:?}", y.dims()) };
-        if grad.dims() != [n, o, oh / 2, ow / 2] {
-            bail!("conv2d backward: pooled gradient of shape {:?} for an output of shape {:?}", grad.dims(), y.dims());
+    /// `(dx, dw, db)` given `grad`, the gradient of the 2x2 / stride-2
+    /// unpadded max pool [`Self::forward_pool2_tensors`] made, from its
+    /// output `pooled` and `codes` (see [`winograd::OutGrad::Pool2`]);
+    /// `None` where the convolution does not run on Winograd.
+    pub fn backward_through_pool2(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, pooled: &Tensor, codes: &[u8], grad: &Tensor) -> Result<Option<Grads3>> {
+        if grad.dims() != pooled.dims() || codes.len() != pooled.elem_count() {
+            bail!("conv2d backward: pooled gradient of shape {:?} for a pool of shape {:?} ({} codes)", grad.dims(), pooled.dims(), codes.len());
         }
-        self.winograd_bwd(x, w, b, y, grad, true)
+        self.winograd_bwd(x, w, b, pooled, grad, Some(codes))
     }
 
     fn wants_dx(&self, x: &Tensor) -> bool {
@@ -206,9 +205,10 @@ impl ConvBiasAct {
     }
 
     /// The fused Winograd backward ([`winograd::conv2d_bwd_fused`]), or
-    /// `None` where the convolution does not run on Winograd. `pooled`:
-    /// `grad` is that of a 2x2 / stride-2 max pool of `res`.
-    fn winograd_bwd(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, res: &Tensor, grad: &Tensor, pooled: bool) -> Result<Option<Grads3>> {
+    /// `None` where the convolution does not run on Winograd. With `codes`,
+    /// `res` is the 2x2 / stride-2 max pool of the output and `grad` its
+    /// gradient; else `res` is the output.
+    fn winograd_bwd(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, res: &Tensor, grad: &Tensor, codes: Option<&[u8]>) -> Result<Option<Grads3>> {
         let g = Geom::new(x.dims(), w.dims(), self.pad, self.stride)?;
         let Algo::Winograd(m) = choose_algo(&g) else { return Ok(None) };
         let want = winograd::Wanted { dx: self.wants_dx(x), dw: w.track_op(), db: b.is_some_and(|b| b.track_op()) };
@@ -228,15 +228,15 @@ impl ConvBiasAct {
             m: usize,
             want: winograd::Wanted,
             kept: Option<Box<dyn Any + Send>>,
-            pooled: bool,
+            codes: Option<&[u8]>,
             [x, w, y, dy]: [(&CpuStorage, &Layout); 4],
         ) -> Result<Grads3> {
             let kept: Option<Vec<T>> = kept.and_then(|k| k.downcast::<Vec<T>>().ok()).map(|k| *k);
             let (y, dy) = (contiguous_slice::<T>(y.0, y.1)?, contiguous_slice::<T>(dy.0, dy.1)?);
-            let grad = match (pooled, op.relu) {
-                (true, relu) => winograd::OutGrad::Pool2 { y, dp: dy, relu },
-                (false, true) => winograd::OutGrad::Relu { y, dy },
-                (false, false) => winograd::OutGrad::Plain(dy),
+            let grad = match (codes, op.relu) {
+                (Some(codes), relu) => winograd::OutGrad::Pool2 { pooled: y, codes, dp: dy, relu },
+                (None, true) => winograd::OutGrad::Relu { y, dy },
+                (None, false) => winograd::OutGrad::Plain(dy),
             };
             let (dx, dw, db) =
                 winograd::conv2d_bwd_fused(g, m, contiguous_slice::<T>(x.0, x.1)?, kept.as_deref(), contiguous_slice::<T>(w.0, w.1)?, grad, want);
@@ -249,8 +249,8 @@ impl ConvBiasAct {
         }
         let args = [(xs, xl), (ws, wl), (ys, yl), (gs, gl)];
         match xs {
-            CpuStorage::F32(_) => run::<f32>(self, &g, m, want, kept, pooled, args).map(Some),
-            CpuStorage::F64(_) => run::<f64>(self, &g, m, want, kept, pooled, args).map(Some),
+            CpuStorage::F32(_) => run::<f32>(self, &g, m, want, kept, codes, args).map(Some),
+            CpuStorage::F64(_) => run::<f64>(self, &g, m, want, kept, codes, args).map(Some),
             _ => bail!("fer-conv2d-bias-act: expected f32 or f64"),
         }
     }
@@ -309,7 +309,7 @@ impl CustomOp2 for ConvBiasAct {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        if let Some((dx, dw, _)) = self.winograd_bwd(x, w, None, res, grad, false)? {
+        if let Some((dx, dw, _)) = self.winograd_bwd(x, w, None, res, grad, None)? {
             return Ok((dx, dw));
         }
         if let Some((dx, dw, _)) = self.direct_bwd(x, w, None, res, grad)? {
@@ -345,7 +345,7 @@ impl CustomOp3 for ConvBiasAct {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        if let Some(grads) = self.winograd_bwd(x, w, Some(b), res, grad, false)? {
+        if let Some(grads) = self.winograd_bwd(x, w, Some(b), res, grad, None)? {
             return Ok(grads);
         }
         if let Some(grads) = self.direct_bwd(x, w, Some(b), res, grad)? {

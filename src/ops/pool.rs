@@ -387,6 +387,98 @@ pub fn pool2<T: Elem>(h: usize, w: usize, x: &[T], y: &mut [MaybeUninit<T>]) {
     }
 }
 
+/// [`pool2`], also writing each window's code to `codes` (one byte per
+/// pooled value: where its first maximum lies, 0 top left, 1 top right,
+/// 2 bottom left, 3 bottom right), which [`unpool2_codes`] takes instead
+/// of `x`: a training forward then need not keep its output.
+pub fn pool2_codes<T: Elem>(h: usize, w: usize, x: &[T], y: &mut [MaybeUninit<T>], codes: &mut [MaybeUninit<u8>]) {
+    let g = PoolGeom::unpool2(x.len(), h, w);
+    let (hw, ohw) = (h * w, g.oh * g.ow);
+    assert!(y.len() == g.planes * ohw && codes.len() == y.len(), "pool2_codes: sizes {} / {} / {}", x.len(), y.len(), codes.len());
+    if ohw == 0 {
+        return;
+    }
+    for ((xp, yp), cp) in x.chunks_exact(hw).zip(y.chunks_exact_mut(ohw)).zip(codes.chunks_exact_mut(ohw)) {
+        simd::dispatch(#[inline(always)] || pool2_codes_plane(&g, xp, yp, cp));
+    }
+}
+
+/// One plane of [`pool2_codes`]; writes all of `yp` and `cp`.
+#[inline(always)]
+fn pool2_codes_plane<T: Elem>(g: &PoolGeom, xp: &[T], yp: &mut [MaybeUninit<T>], cp: &mut [MaybeUninit<u8>]) {
+    for (r, (yr, cr)) in yp.chunks_exact_mut(g.ow).zip(cp.chunks_exact_mut(g.ow)).enumerate() {
+        let r0 = &xp[2 * r * g.w..][..2 * g.ow];
+        let r1 = &xp[(2 * r + 1) * g.w..][..2 * g.ow];
+        for (((y, c), a), b) in yr.iter_mut().zip(cr.iter_mut()).zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+            let (t1, t2, t3, m) = first_max4_masks(a[0], a[1], b[0], b[1]);
+            y.write(m);
+            c.write(if t3 { 3 } else if t2 { 2 } else { t1 as u8 });
+        }
+    }
+}
+
+/// [`unpool2`] from the pool's output `y` and the [`pool2_codes`] codes
+/// instead of its input: the same bits (the gradient at each window's
+/// first maximum, through the ReLU where `y`, the window's maximum, is not
+/// positive), every element of `dx` (planes of `h x w`) written.
+pub fn unpool2_codes<T: Elem>(h: usize, w: usize, y: &[T], codes: &[u8], dy: &[T], relu: bool, dx: &mut [T]) {
+    let g = PoolGeom::unpool2(dx.len(), h, w);
+    let (hw, ohw) = (h * w, g.oh * g.ow);
+    assert!(y.len() == g.planes * ohw && codes.len() == y.len() && dy.len() == y.len(), "unpool2_codes: sizes {} / {} / {} / {}", y.len(), codes.len(), dy.len(), dx.len());
+    if ohw == 0 {
+        dx.fill(T::ZERO);
+        return;
+    }
+    let zero = T::ZERO;
+    for (((yp, cp), dyp), dxp) in y.chunks_exact(ohw).zip(codes.chunks_exact(ohw)).zip(dy.chunks_exact(ohw)).zip(dx.chunks_exact_mut(hw)) {
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                for (r, ((yr, cr), dyr)) in yp.chunks_exact(g.ow).zip(cp.chunks_exact(g.ow)).zip(dyp.chunks_exact(g.ow)).enumerate() {
+                    let (d0, d1) = dxp[2 * r * g.w..(2 * r + 2) * g.w].split_at_mut(g.w);
+                    let mut c = 0;
+                    while g.ow - c >= 8 {
+                        unpool2_codes_windows::<T, 8>(c, relu, yr, cr, dyr, d0, d1);
+                        c += 8;
+                    }
+                    while c < g.ow {
+                        unpool2_codes_windows::<T, 1>(c, relu, yr, cr, dyr, d0, d1);
+                        c += 1;
+                    }
+                    if g.w % 2 == 1 {
+                        d0[g.w - 1] = zero;
+                        d1[g.w - 1] = zero;
+                    }
+                }
+                dxp[2 * g.oh * g.w..].fill(zero);
+            },
+        );
+    }
+}
+
+/// Windows `c..c + L` of one row pair of [`unpool2_codes`], in four arrays
+/// joined after, as [`pool2_bwd_windows`] (for whole vectors).
+#[inline(always)]
+fn unpool2_codes_windows<T: Elem, const L: usize>(c: usize, relu: bool, yr: &[T], cr: &[u8], dyr: &[T], d0: &mut [T], d1: &mut [T]) {
+    let zero = T::ZERO;
+    let (yr, cr, dyr) = (&yr[c..][..L], &cr[c..][..L], &dyr[c..][..L]);
+    let mut o = [[zero; L]; 4];
+    for j in 0..L {
+        // `0 + dy`, as the general path's `+=` into zeros gives (-0.0 -> 0.0).
+        let v = if relu { relu_grad(yr[j], zero + dyr[j]) } else { zero + dyr[j] };
+        for (k, o) in o.iter_mut().enumerate() {
+            o[j] = if cr[j] == k as u8 { v } else { zero };
+        }
+    }
+    let (e0, e1) = (&mut d0[2 * c..][..2 * L], &mut d1[2 * c..][..2 * L]);
+    for j in 0..L {
+        e0[2 * j] = o[0][j];
+        e0[2 * j + 1] = o[1][j];
+        e1[2 * j] = o[2][j];
+        e1[2 * j + 1] = o[3][j];
+    }
+}
+
 /// The input gradient of a 2x2 / stride-2 unpadded max pool of `x`
 /// (planes of `h x w`) given its output gradient `dy`, and with `relu`,
 /// further back through the ReLU whose output `x` is, into `dx` (every

@@ -320,6 +320,20 @@ fn stride2_pool_ties_match_naive() {
     let want: Vec<f32> = ndx.iter().zip(&x).map(|(&d, &v)| if v > 0.0 { d } else { 0.0 }).collect();
     assert!(want.iter().filter(|&&v| v != 0.0).count() > 20, "some gradient gets through");
     assert_eq!(bits(&fused), bits(&want));
+    // And from the pool's output and codes instead of its input, with and
+    // without the ReLU.
+    let mut pooled = vec![std::mem::MaybeUninit::new(f32::NAN); y.len()];
+    let mut codes = vec![std::mem::MaybeUninit::new(9u8); y.len()];
+    super::pool::pool2_codes(7, 26, &x, &mut pooled, &mut codes);
+    // SAFETY: initialised above (and overwritten by `pool2_codes`).
+    let (pooled, codes): (Vec<f32>, Vec<u8>) = pooled.iter().zip(&codes).map(|(p, c)| unsafe { (p.assume_init(), c.assume_init()) }).unzip();
+    assert_eq!(bits(&pooled), bits(&y));
+    assert!(codes.iter().all(|&c| c < 4) && (0..4).all(|k| codes.contains(&k)), "codes {codes:?}");
+    let mut from_codes = vec![f32::NAN; x.len()];
+    super::pool::unpool2_codes(7, 26, &pooled, &codes, &r, true, &mut from_codes);
+    assert_eq!(bits(&from_codes), bits(&want));
+    super::pool::unpool2_codes(7, 26, &pooled, &codes, &r, false, &mut from_codes);
+    assert_eq!(bits(&from_codes), bits(&ndx));
 }
 
 /// Winograd vs im2col kernels directly, for F(2x2, 3x3), F(4x4, 3x3),
@@ -493,7 +507,13 @@ fn fused_winograd_backward_is_bit_identical() {
             }
             let (_, kept) = winograd::conv2d_fwd_keep(&g, m, &x, &w, true, &winograd::Epilogue::NONE);
             let all = Wanted { dx: true, dw: true, db: true };
-            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept.as_deref(), &w, OutGrad::Pool2 { y: &y, dp: &dp, relu }, all);
+            let pp = g.n * g.o * ph * pw;
+            let (mut pooled, mut codes) = (vec![std::mem::MaybeUninit::new(f32::NAN); pp], vec![std::mem::MaybeUninit::new(9u8); pp]);
+            super::pool::pool2_codes(g.oh, g.ow, &y, &mut pooled, &mut codes);
+            // SAFETY: initialised above (and overwritten by `pool2_codes`).
+            let (pooled, codes): (Vec<f32>, Vec<u8>) = pooled.iter().zip(&codes).map(|(p, c)| unsafe { (p.assume_init(), c.assume_init()) }).unzip();
+            let grad = OutGrad::Pool2 { pooled: &pooled, codes: &codes, dp: &dp, relu };
+            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept.as_deref(), &w, grad, all);
             let plain = winograd::conv2d_bwd_fused(&g, m, &x, None, &w, OutGrad::Plain(&unpooled), all);
             let ctx = format!("case {i} pooled, relu={relu}");
             assert_eq!(dx, plain.0, "{ctx}: dx");

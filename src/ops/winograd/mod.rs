@@ -898,16 +898,18 @@ pub fn conv2d_fwd<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T]) -> Vec<T> {
 /// [`conv2d_bwd_fused`] need not transform the input again. The output
 /// goes through `epi` (bias, ReLU) as it is written.
 pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>) -> (Vec<T>, Option<Vec<T>>) {
-    let (y, _, kept) = forward(g, m, x, w, keep, epi, Pool::No);
-    (y, kept)
+    let out = forward(g, m, x, w, keep, epi, Pool::No);
+    (out.y, out.kept)
 }
 
-/// [`conv2d_fwd_keep`] followed by a 2x2 / stride-2 unpadded max pool of
-/// its output, pooled a group at a time while the group's output is still
-/// in cache: `(y, pooled, kept)`. Without `want_y` (inference), `y` is
-/// empty: the output is never written out whole at all.
-pub fn conv2d_fwd_pool2<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>, want_y: bool) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
-    forward(g, m, x, w, keep, epi, if want_y { Pool::Also } else { Pool::Only })
+/// A 2x2 / stride-2 unpadded max pool of [`conv2d_fwd_keep`]'s output,
+/// pooled a group at a time while the group's output is still in cache,
+/// which is never written out whole: `(pooled, codes, kept)`. With
+/// `want_codes` (training), `codes` are the windows' [`pool::pool2_codes`],
+/// all [`OutGrad::Pool2`] needs of the output; else it is empty.
+pub fn conv2d_fwd_pool2<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>, want_codes: bool) -> (Vec<T>, Vec<u8>, Option<Vec<T>>) {
+    let out = forward(g, m, x, w, keep, epi, if want_codes { Pool::Codes } else { Pool::Only });
+    (out.pooled, out.codes, out.kept)
 }
 
 /// What [`forward`] returns besides the convolution's output.
@@ -915,24 +917,34 @@ pub fn conv2d_fwd_pool2<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: boo
 enum Pool {
     /// The output only.
     No,
-    /// The output and its 2x2 / stride-2 max pool.
-    Also,
+    /// Its 2x2 / stride-2 max pool and the pool's codes.
+    Codes,
     /// The pool only.
     Only,
 }
 
-fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>, pool: Pool) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
+/// What [`forward`] wrote: per [`Pool`], the output or the pool (and its
+/// codes), and the kept tiles.
+struct Forward<T> {
+    y: Vec<T>,
+    pooled: Vec<T>,
+    codes: Vec<u8>,
+    kept: Option<Vec<T>>,
+}
+
+fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>, pool: Pool) -> Forward<T> {
     let k = Kernels::new(m, g.kh);
     let (tf, tl) = (k.tf, k.tiles(g));
     let (c_n, o_n, chw, op, np) = (g.c, g.o, g.chw(), g.o * g.p(), tf.planes());
     let pop = o_n * (g.oh / 2) * (g.ow / 2);
     // Written a group at a time: the output zeroed just before (in cache),
-    // the pool written whole by `pool2`.
-    let y_len = if pool == Pool::Only { 0 } else { g.n * op };
+    // the pool and its codes written whole by `pool2` / `pool2_codes`.
+    let y_len = if pool == Pool::No { g.n * op } else { 0 };
     let p_len = if pool == Pool::No { 0 } else { g.n * pop };
-    let (mut y, mut pooled) = (Vec::<T>::with_capacity(y_len), Vec::<T>::with_capacity(p_len));
+    let c_len = if pool == Pool::Codes { p_len } else { 0 };
+    let (mut y, mut pooled, mut codes) = (Vec::<T>::with_capacity(y_len), Vec::<T>::with_capacity(p_len), Vec::<u8>::with_capacity(c_len));
     if g.n * op == 0 {
-        return (y, pooled, None);
+        return Forward { y, pooled, codes, kept: None };
     }
     let u = k.filter(g, w);
     let par = inner_par(tl.groups);
@@ -940,7 +952,7 @@ fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epil
     let (bv, bm) = (np * pv, np * pm);
     // `yg`, `pg`, `kept`: the group's slices of the outputs wanted and of
     // the kept tiles; scratch stands in for the others.
-    let run = |gi: usize, yg: Option<&mut [MaybeUninit<T>]>, pg: Option<&mut [MaybeUninit<T>]>, mut kept: Option<&mut [T]>| {
+    let run = |gi: usize, yg: Option<&mut [MaybeUninit<T>]>, pg: Option<&mut [MaybeUninit<T>]>, cg: Option<&mut [MaybeUninit<u8>]>, mut kept: Option<&mut [T]>| {
         let (n0, ng) = tl.images(g, gi);
         let xg = &x[n0 * chw..(n0 + ng) * chw];
         let scratch = bm + if kept.is_none() { bv } else { 0 } + if yg.is_none() { ng * op } else { 0 };
@@ -962,8 +974,10 @@ fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epil
                 planes_fwd(np, o_n, c_n, pl, &u, v, mm, par);
                 k.output(g, &bl, mm, ng, yg, epi);
             }
-            if let Some(pg) = pg {
-                pool::pool2(g.oh, g.ow, yg, pg);
+            match (pg, cg) {
+                (Some(pg), Some(cg)) => pool::pool2_codes(g.oh, g.ow, yg, pg, cg),
+                (Some(pg), None) => pool::pool2(g.oh, g.ow, yg, pg),
+                _ => {}
             }
         })
     };
@@ -972,18 +986,20 @@ fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epil
     let mut kept = if keep { Some(pooled_buffer::<T>(bv * tl.bands * tl.groups)) } else { None };
     let ys = group_slices(&mut y.spare_capacity_mut()[..y_len], tl.gs * op, tl.groups);
     let ps = group_slices(&mut pooled.spare_capacity_mut()[..p_len], tl.gs * pop, tl.groups);
+    let cs = group_slices(&mut codes.spare_capacity_mut()[..c_len], tl.gs * pop, tl.groups);
     let ks = group_slices(kept.as_deref_mut().unwrap_or_default(), bv * tl.bands, tl.groups);
     // The groups always run in parallel; with fewer groups than threads,
     // their planes do too (`par`).
-    let jobs: Vec<_> = ys.into_iter().zip(ps).zip(ks).enumerate().collect();
-    jobs.into_par_iter().for_each(|(gi, ((yg, pg), kg))| run(gi, yg, pg, kg));
-    // SAFETY: the groups cover both buffers; each group's output slice was
-    // zeroed and its pool slice written whole by `pool2`.
+    let jobs: Vec<_> = ys.into_iter().zip(ps).zip(cs).zip(ks).enumerate().collect();
+    jobs.into_par_iter().for_each(|(gi, (((yg, pg), cg), kg))| run(gi, yg, pg, cg, kg));
+    // SAFETY: the groups cover the buffers; each group's output slice was
+    // zeroed, and its pool and code slices written whole by `pool2(_codes)`.
     unsafe {
         y.set_len(y_len);
         pooled.set_len(p_len);
+        codes.set_len(c_len);
     }
-    (y, pooled, kept)
+    Forward { y, pooled, codes, kept }
 }
 
 /// `groups` consecutive slices of `len` (the last one shorter) of `v`, or
@@ -1013,11 +1029,12 @@ pub enum OutGrad<'a, T> {
     Plain(&'a [T]),
     /// The gradient of `relu(Y)`, whose value is `y`.
     Relu { y: &'a [T], dy: &'a [T] },
-    /// The gradient `dp` of a 2x2 / stride-2 unpadded max pool of `y`, the
-    /// convolution's output (`relu`: after its ReLU): the pool's input
+    /// The gradient `dp` of a 2x2 / stride-2 unpadded max pool of the
+    /// convolution's output (`relu`: after its ReLU), given the pool's
+    /// output `pooled` and its [`pool::pool2_codes`]: the pool's input
     /// gradient, three quarters zeros, is made a group at a time here
     /// instead of written whole and read back.
-    Pool2 { y: &'a [T], dp: &'a [T], relu: bool },
+    Pool2 { pooled: &'a [T], codes: &'a [u8], dp: &'a [T], relu: bool },
 }
 
 /// `(dx, dw, db)` of `relu?(conv(x, w) + b)` in one pass over the image
@@ -1092,9 +1109,10 @@ pub fn conv2d_bwd_fused<T: Elem>(
                         }
                         rest
                     }
-                    OutGrad::Pool2 { y, dp, relu } => {
+                    OutGrad::Pool2 { pooled, codes, dp, relu } => {
                         let pp = (g.oh / 2) * (g.ow / 2) * o_n;
-                        pool::unpool2(g.oh, g.ow, &y[n0 * op..(n0 + ng) * op], &dp[n0 * pp..(n0 + ng) * pp], relu, rest);
+                        let at = n0 * pp..(n0 + ng) * pp;
+                        pool::unpool2_codes(g.oh, g.ow, &pooled[at.clone()], &codes[at.clone()], &dp[at], relu, rest);
                         rest
                     }
                 };
