@@ -47,7 +47,7 @@ fn main() {
             let grads = if m == 0 {
                 (Some(conv::conv2d_bwd_input(&g, &dy, &w)), Some(conv::conv2d_bwd_weight(&g, &x, &dy)), None)
             } else {
-                winograd::conv2d_bwd_fused(&g, m, &x, None, &w, winograd::OutGrad::Plain(&dy), all)
+                winograd::conv2d_bwd_fused(&g, m, &x, None, &w, None, winograd::OutGrad::Plain(&dy), all)
             };
             let bwd = t.elapsed().as_secs_f64();
             std::hint::black_box((y, grads));

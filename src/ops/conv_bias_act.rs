@@ -29,6 +29,10 @@ pub struct ConvBiasAct {
     /// Training with [`keep_tiles`]: the Winograd input tiles of the
     /// forward, kept for the weight gradient (taken, so freed, by the backward).
     kept: Option<Mutex<Option<Box<dyn Any + Send>>>>,
+    /// Training: the Winograd forward's transformed filters, for the
+    /// backward's input gradient (taken by it), which then need not
+    /// transform the same weights again.
+    filters: Option<Mutex<Option<Box<dyn Any + Send>>>>,
     /// Whether the backward computes the input gradient; `None`: where
     /// autograd tracks the input. (A step run on [`crate::layers::Saved`]
     /// has no autograd graph to ask.)
@@ -52,12 +56,13 @@ fn keep_tiles() -> bool {
 impl ConvBiasAct {
     /// The op of a training forward run outside autograd (see [`Self::want_dx`]).
     pub fn for_training(pad: [usize; 4], stride: usize, relu: bool, want_dx: bool) -> Self {
-        ConvBiasAct { pad, stride, relu, kept: keep_tiles().then(|| Mutex::new(None)), want_dx: Some(want_dx) }
+        let slot = || Mutex::new(None);
+        ConvBiasAct { pad, stride, relu, kept: keep_tiles().then(slot), filters: want_dx.then(slot), want_dx: Some(want_dx) }
     }
 
     /// An inference forward's op: keeps nothing for a backward.
     pub fn for_inference(pad: [usize; 4], stride: usize, relu: bool) -> Self {
-        ConvBiasAct { pad, stride, relu, kept: None, want_dx: None }
+        ConvBiasAct { pad, stride, relu, kept: None, filters: None, want_dx: None }
     }
 
     /// `act(conv(x, w) + b)` with no autograd graph.
@@ -103,8 +108,9 @@ impl ConvBiasAct {
         ) -> Result<(Tensor, Option<Vec<u8>>)> {
             let epi = op.epilogue(g, b.map(|(s, l)| contiguous_slice::<T>(s, l)).transpose()?)?;
             let (x, w) = (contiguous_slice::<T>(x.0, x.1)?, contiguous_slice::<T>(w.0, w.1)?);
-            let (pooled, codes, v) = winograd::conv2d_fwd_pool2(g, m, x, w, op.kept.is_some(), &epi, want_codes);
-            op.keep(v);
+            let pool = if want_codes { winograd::Pool::Codes } else { winograd::Pool::Only };
+            let winograd::Forward { pooled, codes, kept, u, .. } = winograd::conv2d_fwd_with(g, m, x, w, op.kept.is_some(), &epi, pool);
+            op.keep(kept, u);
             let pooled = Tensor::from_vec(pooled, (g.n, g.o, g.oh / 2, g.ow / 2), &candle_core::Device::Cpu)?;
             Ok((pooled, want_codes.then_some(codes)))
         }
@@ -150,10 +156,16 @@ impl ConvBiasAct {
     }
 
     /// Keeps a training forward's Winograd input tiles for the backward.
-    fn keep<T: Elem>(&self, v: Option<Vec<T>>) {
-        if let Some(kept) = &self.kept {
-            *kept.lock().unwrap_or_else(|e| e.into_inner()) = v.map(|v| Box::new(v) as Box<dyn Any + Send>);
-        }
+    /// Keeps what a Winograd forward made that its backward can use: the
+    /// input tiles (with [`keep_tiles`]) and the transformed filters.
+    fn keep<T: Elem>(&self, v: Option<Vec<T>>, u: Vec<T>) {
+        let put = |slot: &Option<Mutex<Option<Box<dyn Any + Send>>>>, v: Option<Vec<T>>| {
+            if let Some(slot) = slot {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = v.map(|v| Box::new(v) as Box<dyn Any + Send>);
+            }
+        };
+        put(&self.kept, v);
+        put(&self.filters, Some(u));
     }
 
     fn forward<T: Elem>(&self, x: &[T], xd: &[usize], w: &[T], wd: &[usize], bias: Option<&[T]>) -> Result<(Vec<T>, Shape)> {
@@ -161,9 +173,9 @@ impl ConvBiasAct {
         let epi = self.epilogue(&g, bias)?;
         let y = match choose_algo(&g) {
             Algo::Winograd(m) => {
-                let (y, v) = winograd::conv2d_fwd_keep(&g, m, x, w, self.kept.is_some(), &epi);
-                self.keep(v);
-                y
+                let out = winograd::conv2d_fwd_with(&g, m, x, w, self.kept.is_some(), &epi, winograd::Pool::No);
+                self.keep(out.kept, out.u);
+                out.y
             }
             Algo::Direct => direct::conv2d_fwd(&g, x, w, &epi),
             Algo::Im2col => {
@@ -212,7 +224,8 @@ impl ConvBiasAct {
         let g = Geom::new(x.dims(), w.dims(), self.pad, self.stride)?;
         let Algo::Winograd(m) = choose_algo(&g) else { return Ok(None) };
         let want = winograd::Wanted { dx: self.wants_dx(x), dw: w.track_op(), db: b.is_some_and(|b| b.track_op()) };
-        let kept = self.kept.as_ref().and_then(|k| k.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let take = |slot: &Option<Mutex<Option<Box<dyn Any + Send>>>>| slot.as_ref().and_then(|k| k.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let (kept, filters) = (take(&self.kept), take(&self.filters));
         let (x, w, res, grad) = (x.contiguous()?, w.contiguous()?, res.contiguous()?, grad.contiguous()?);
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
@@ -228,10 +241,12 @@ impl ConvBiasAct {
             m: usize,
             want: winograd::Wanted,
             kept: Option<Box<dyn Any + Send>>,
+            filters: Option<Box<dyn Any + Send>>,
             codes: Option<&[u8]>,
             [x, w, y, dy]: [(&CpuStorage, &Layout); 4],
         ) -> Result<Grads3> {
             let kept: Option<Vec<T>> = kept.and_then(|k| k.downcast::<Vec<T>>().ok()).map(|k| *k);
+            let u: Option<Vec<T>> = filters.and_then(|u| u.downcast::<Vec<T>>().ok()).map(|u| *u);
             let (y, dy) = (contiguous_slice::<T>(y.0, y.1)?, contiguous_slice::<T>(dy.0, dy.1)?);
             let grad = match (codes, op.relu) {
                 (Some(codes), relu) => winograd::OutGrad::Pool2 { pooled: y, codes, dp: dy, relu },
@@ -239,7 +254,7 @@ impl ConvBiasAct {
                 (None, false) => winograd::OutGrad::Plain(dy),
             };
             let (dx, dw, db) =
-                winograd::conv2d_bwd_fused(g, m, contiguous_slice::<T>(x.0, x.1)?, kept.as_deref(), contiguous_slice::<T>(w.0, w.1)?, grad, want);
+                winograd::conv2d_bwd_fused(g, m, contiguous_slice::<T>(x.0, x.1)?, kept.as_deref(), contiguous_slice::<T>(w.0, w.1)?, u.as_deref(), grad, want);
             if let Some(k) = kept {
                 recycle(k);
             }
@@ -249,8 +264,8 @@ impl ConvBiasAct {
         }
         let args = [(xs, xl), (ws, wl), (ys, yl), (gs, gl)];
         match xs {
-            CpuStorage::F32(_) => run::<f32>(self, &g, m, want, kept, codes, args).map(Some),
-            CpuStorage::F64(_) => run::<f64>(self, &g, m, want, kept, codes, args).map(Some),
+            CpuStorage::F32(_) => run::<f32>(self, &g, m, want, kept, filters, codes, args).map(Some),
+            CpuStorage::F64(_) => run::<f64>(self, &g, m, want, kept, filters, codes, args).map(Some),
             _ => bail!("fer-conv2d-bias-act: expected f32 or f64"),
         }
     }
@@ -452,7 +467,8 @@ pub fn conv2d_bias_act(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: [usi
     let w = w.contiguous()?;
     // Only a training forward (weights tracked by autograd) may keep tiles.
     let kept = (w.track_op() && keep_tiles()).then(|| Mutex::new(None));
-    let op = ConvBiasAct { pad: padding, stride, relu, kept, want_dx: None };
+    let filters = w.track_op().then(|| Mutex::new(None));
+    let op = ConvBiasAct { pad: padding, stride, relu, kept, filters, want_dx: None };
     match b {
         Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
         None => x.apply_op2(&w, op),

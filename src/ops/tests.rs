@@ -478,13 +478,17 @@ fn fused_winograd_backward_is_bit_identical() {
             .collect();
         for kept in [kept.as_deref(), None] {
             let all = Wanted { dx: true, dw: true, db: true };
-            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept, &w, OutGrad::Relu { y: &y, dy: &dy }, all);
+            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept, &w, None, OutGrad::Relu { y: &y, dy: &dy }, all);
             let ctx = format!("case {i} kept={}", kept.is_some());
+            // the forward's transformed filters stand in for the weights' own
+            let u = winograd::conv2d_fwd_with(&g, m, &x, &w, false, &winograd::Epilogue::NONE, winograd::Pool::No).u;
+            let with_u = winograd::conv2d_bwd_fused(&g, m, &x, kept, &w[..0], Some(&u), OutGrad::Relu { y: &y, dy: &dy }, all);
+            assert_eq!((&with_u.0, &with_u.1, &with_u.2), (&dx, &dw, &db), "{ctx}: with the forward's filters");
             assert_eq!(dx.unwrap(), winograd::conv2d_bwd_input(&g, m, &masked, &w), "{ctx}: dx");
             assert_eq!(dw.unwrap(), winograd::conv2d_bwd_weight(&g, m, &x, &masked), "{ctx}: dw");
             assert_eq!(db.unwrap(), db_ref, "{ctx}: db");
             let only_dw = Wanted { dx: false, dw: true, db: false };
-            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept, &w, OutGrad::Plain(&masked), only_dw);
+            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept, &w, None, OutGrad::Plain(&masked), only_dw);
             assert!(dx.is_none() && db.is_none(), "{ctx}");
             assert_eq!(dw.unwrap(), winograd::conv2d_bwd_weight(&g, m, &x, &masked), "{ctx}: dw alone");
         }
@@ -513,8 +517,8 @@ fn fused_winograd_backward_is_bit_identical() {
             // SAFETY: initialised above (and overwritten by `pool2_codes`).
             let (pooled, codes): (Vec<f32>, Vec<u8>) = pooled.iter().zip(&codes).map(|(p, c)| unsafe { (p.assume_init(), c.assume_init()) }).unzip();
             let grad = OutGrad::Pool2 { pooled: &pooled, codes: &codes, dp: &dp, relu };
-            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept.as_deref(), &w, grad, all);
-            let plain = winograd::conv2d_bwd_fused(&g, m, &x, None, &w, OutGrad::Plain(&unpooled), all);
+            let (dx, dw, db) = winograd::conv2d_bwd_fused(&g, m, &x, kept.as_deref(), &w, None, grad, all);
+            let plain = winograd::conv2d_bwd_fused(&g, m, &x, None, &w, None, OutGrad::Plain(&unpooled), all);
             let ctx = format!("case {i} pooled, relu={relu}");
             assert_eq!(dx, plain.0, "{ctx}: dx");
             assert_eq!(dw, plain.1, "{ctx}: dw");

@@ -912,9 +912,9 @@ pub fn conv2d_fwd_pool2<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: boo
     (out.pooled, out.codes, out.kept)
 }
 
-/// What [`forward`] returns besides the convolution's output.
+/// What [`conv2d_fwd_with`] writes besides the transformed filters and kept tiles.
 #[derive(Clone, Copy, PartialEq)]
-enum Pool {
+pub enum Pool {
     /// The output only.
     No,
     /// Its 2x2 / stride-2 max pool and the pool's codes.
@@ -923,13 +923,21 @@ enum Pool {
     Only,
 }
 
-/// What [`forward`] wrote: per [`Pool`], the output or the pool (and its
-/// codes), and the kept tiles.
-struct Forward<T> {
-    y: Vec<T>,
-    pooled: Vec<T>,
-    codes: Vec<u8>,
-    kept: Option<Vec<T>>,
+/// What [`conv2d_fwd_with`] wrote: per [`Pool`], the output or the pool
+/// (and its codes), the kept tiles, and the transformed filters `u`, which
+/// [`conv2d_bwd_fused`] takes instead of transforming `w` again (the
+/// transform runs in f64, once for each pair of channels).
+pub struct Forward<T> {
+    pub y: Vec<T>,
+    pub pooled: Vec<T>,
+    pub codes: Vec<u8>,
+    pub kept: Option<Vec<T>>,
+    pub u: Vec<T>,
+}
+
+/// [`conv2d_fwd_keep`] or [`conv2d_fwd_pool2`], per `pool`, with all they make.
+pub fn conv2d_fwd_with<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>, pool: Pool) -> Forward<T> {
+    forward(g, m, x, w, keep, epi, pool)
 }
 
 fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>, pool: Pool) -> Forward<T> {
@@ -944,7 +952,7 @@ fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epil
     let c_len = if pool == Pool::Codes { p_len } else { 0 };
     let (mut y, mut pooled, mut codes) = (Vec::<T>::with_capacity(y_len), Vec::<T>::with_capacity(p_len), Vec::<u8>::with_capacity(c_len));
     if g.n * op == 0 {
-        return Forward { y, pooled, codes, kept: None };
+        return Forward { y, pooled, codes, kept: None, u: Vec::new() };
     }
     let u = k.filter(g, w);
     let par = inner_par(tl.groups);
@@ -999,7 +1007,7 @@ fn forward<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epil
         pooled.set_len(p_len);
         codes.set_len(c_len);
     }
-    Forward { y, pooled, codes, kept }
+    Forward { y, pooled, codes, kept, u }
 }
 
 /// `groups` consecutive slices of `len` (the last one shorter) of `v`, or
@@ -1038,7 +1046,9 @@ pub enum OutGrad<'a, T> {
 }
 
 /// `(dx, dw, db)` of `relu?(conv(x, w) + b)` in one pass over the image
-/// groups: `dM = A dY A^T` is computed once for both the input and the
+/// groups (`u`: the transformed filters of `w` where the forward made them,
+/// [`Forward::u`]; else they are made here from `w`, for the input gradient):
+/// `dM = A dY A^T` is computed once for both the input and the
 /// weight gradient, `V` comes from the forward when `kept`, the ReLU mask
 /// (and a max pool's backward, see [`OutGrad`]) is applied group by group, and the bias
 /// gradient is summed from the same masked gradient. Only the `want`ed
@@ -1054,6 +1064,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
     x: &[T],
     kept: Option<&[T]>,
     w: &[T],
+    u: Option<&[T]>,
     grad: OutGrad<'_, T>,
     want: Wanted,
 ) -> Grads<T> {
@@ -1072,7 +1083,15 @@ pub fn conv2d_bwd_fused<T: Elem>(
     // add into it (in cache).
     let dx_len = if want.dx { g.n * chw } else { 0 };
     let mut dx = Vec::<T>::with_capacity(dx_len);
-    let u = want.dx.then(|| k.filter(g, w));
+    let computed;
+    let u = match (want.dx, u) {
+        (false, _) => None,
+        (true, Some(u)) => Some(u),
+        (true, None) => {
+            computed = k.filter(g, w);
+            Some(&computed[..])
+        }
+    };
     // The same fixed partition as `conv2d_bwd_weight`.
     let per_part = tl.groups.div_ceil(MAX_PARTIALS);
     let parts = tl.groups.div_ceil(per_part);
@@ -1140,7 +1159,7 @@ pub fn conv2d_bwd_fused<T: Elem>(
                         };
                         planes_bwd_weight(np, o_n, c_n, pl, dm, vg, du, gi > g0 || b > 0, par);
                     }
-                    if let Some(u) = &u {
+                    if let Some(u) = u {
                         // `vs` is free again: it takes dV.
                         planes_bwd_input(np, o_n, c_n, pl, u, dm, vs, par);
                         k.input_bwd(g, &bl, vs, ng, dxg);
@@ -1173,13 +1192,13 @@ pub fn conv2d_bwd_fused<T: Elem>(
 /// Input gradient: `dy (N, O, OH, OW)`, `w` -> `dx (N, C, H, W)`.
 pub fn conv2d_bwd_input<T: Elem>(g: &Geom, m: usize, dy: &[T], w: &[T]) -> Vec<T> {
     let want = Wanted { dx: true, dw: false, db: false };
-    conv2d_bwd_fused(g, m, &[], None, w, OutGrad::Plain(dy), want).0.unwrap_or_default()
+    conv2d_bwd_fused(g, m, &[], None, w, None, OutGrad::Plain(dy), want).0.unwrap_or_default()
 }
 
 /// Weight gradient: `x`, `dy` -> `dw (O, C, r, r)`.
 pub fn conv2d_bwd_weight<T: Elem>(g: &Geom, m: usize, x: &[T], dy: &[T]) -> Vec<T> {
     let want = Wanted { dx: false, dw: true, db: false };
-    conv2d_bwd_fused(g, m, x, None, &[], OutGrad::Plain(dy), want).1.unwrap_or_default()
+    conv2d_bwd_fused(g, m, x, None, &[], None, OutGrad::Plain(dy), want).1.unwrap_or_default()
 }
 
 /// Inputs and loops shared by the tests of the hand-written transforms.
