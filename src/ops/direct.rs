@@ -172,6 +172,8 @@ fn fma_taps<T: Elem, const R: usize, const KW: usize>(acc: &mut [[[T; LANES]; KW
     macro_rules! rows {
         ($($r:literal)*) => {$( tap!($r: 0 1 2 3); )*};
     }
+    // (taps past these would be skipped, not computed)
+    const { assert!(R <= 16 && KW <= 4, "fma_taps spells out 16 rows of 4 taps") };
     rows!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
     for l in 0..LANES {
         sum[l] += g[l];
