@@ -21,6 +21,10 @@ use super::conv::{choose_algo, conv2d_fwd, input_and_weight_grads, Algo, Geom};
 use super::gemm::{contiguous_slice, recycle, Elem};
 use super::{direct, winograd};
 
+/// Where a training forward leaves something for its backward (which
+/// takes it); `None` where nothing is left.
+type Slot = Option<Mutex<Option<Box<dyn Any + Send>>>>;
+
 /// `y = act(conv(x, w) + b)`; the bias is optional (`CustomOp2` without it).
 pub struct ConvBiasAct {
     pub pad: [usize; 4],
@@ -28,11 +32,11 @@ pub struct ConvBiasAct {
     pub relu: bool,
     /// Training with [`keep_tiles`]: the Winograd input tiles of the
     /// forward, kept for the weight gradient (taken, so freed, by the backward).
-    kept: Option<Mutex<Option<Box<dyn Any + Send>>>>,
+    kept: Slot,
     /// Training: the Winograd forward's transformed filters, for the
     /// backward's input gradient (taken by it), which then need not
     /// transform the same weights again.
-    filters: Option<Mutex<Option<Box<dyn Any + Send>>>>,
+    filters: Slot,
     /// Whether the backward computes the input gradient; `None`: where
     /// autograd tracks the input. (A step run on [`crate::layers::Saved`]
     /// has no autograd graph to ask.)
@@ -75,7 +79,7 @@ impl ConvBiasAct {
     }
 
     /// The 2x2 / stride-2 unpadded max pool of [`Self::forward_tensors`]'s
-    /// output, in one pass with it ([`winograd::conv2d_fwd_pool2`]; the
+    /// output, in one pass with it ([`winograd::conv2d_fwd_with`]; the
     /// output itself is never written out): `(pooled, codes)`, the pool's
     /// codes (all a training step's backward needs of the output) only when
     /// `want_codes`; `None` where the convolution does not run on Winograd,
@@ -159,7 +163,7 @@ impl ConvBiasAct {
     /// Keeps what a Winograd forward made that its backward can use: the
     /// input tiles (with [`keep_tiles`]) and the transformed filters.
     fn keep<T: Elem>(&self, v: Option<Vec<T>>, u: Vec<T>) {
-        let put = |slot: &Option<Mutex<Option<Box<dyn Any + Send>>>>, v: Option<Vec<T>>| {
+        let put = |slot: &Slot, v: Option<Vec<T>>| {
             if let Some(slot) = slot {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = v.map(|v| Box::new(v) as Box<dyn Any + Send>);
             }
@@ -224,7 +228,7 @@ impl ConvBiasAct {
         let g = Geom::new(x.dims(), w.dims(), self.pad, self.stride)?;
         let Algo::Winograd(m) = choose_algo(&g) else { return Ok(None) };
         let want = winograd::Wanted { dx: self.wants_dx(x), dw: w.track_op(), db: b.is_some_and(|b| b.track_op()) };
-        let take = |slot: &Option<Mutex<Option<Box<dyn Any + Send>>>>| slot.as_ref().and_then(|k| k.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let take = |slot: &Slot| slot.as_ref().and_then(|k| k.lock().unwrap_or_else(|e| e.into_inner()).take());
         let (kept, filters) = (take(&self.kept), take(&self.filters));
         let (x, w, res, grad) = (x.contiguous()?, w.contiguous()?, res.contiguous()?, grad.contiguous()?);
         let (xs, xl) = x.storage_and_layout();

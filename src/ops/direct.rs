@@ -87,6 +87,17 @@ struct Taps<'a, T, const R: usize> {
     step: usize,
 }
 
+impl<T, const R: usize> Taps<'_, T, R> {
+    /// The bounds both weight-gradient kernels read within (`lanes.len()`
+    /// being `O * (R * KW + 1)`): `dy` and `relu_out` hold `O * OH * OW`
+    /// values, and every tap row holds `OW + KW - 1` from `off[r] + oh * step`.
+    fn assert_fits<U, const KW: usize>((oh_n, ow_n): (usize, usize), taps: &Self, dy: &[U], relu_out: Option<&[U]>, lanes: usize) {
+        let len = lanes / (R * KW + 1) * oh_n * ow_n;
+        assert!(dy.len() >= len && relu_out.is_none_or(|y| y.len() >= len));
+        assert!(oh_n == 0 || taps.off.iter().all(|&off| off + (oh_n - 1) * taps.step + ow_n + KW - 1 <= taps.src.len()));
+    }
+}
+
 /// Adds one image's weight (and bias) gradient to `lanes`: for each output
 /// channel, its (ReLU-masked) gradient row, [`LANES`] pixels at a time,
 /// times each tap's inputs, into `R * KW + 1` vector accumulators. A
@@ -97,18 +108,16 @@ struct Taps<'a, T, const R: usize> {
 fn wgrad_image<T: Elem, const R: usize, const KW: usize>((oh_n, ow_n): (usize, usize), taps: &Taps<'_, T, R>, dy: &[T], relu_out: Option<&[T]>, lanes: &mut [[T; LANES]]) {
     let p = oh_n * ow_n;
     let nt = R * KW;
-    let o_n = lanes.len() / (nt + 1);
     let full = ow_n - ow_n % LANES;
-    assert!(dy.len() >= o_n * p && relu_out.is_none_or(|y| y.len() >= o_n * p));
-    assert!(oh_n == 0 || taps.off.iter().all(|&off| off + (oh_n - 1) * taps.step + full + KW - 1 <= taps.src.len()));
+    Taps::assert_fits::<T, KW>((oh_n, ow_n), taps, dy, relu_out, lanes.len());
     for (o, lo) in lanes.chunks_exact_mut(nt + 1).enumerate() {
         let mut acc = [[[T::ZERO; LANES]; KW]; R];
         let mut sum = [T::ZERO; LANES];
         for oh in 0..oh_n {
             let row = o * p + oh * ow_n;
-            // SAFETY: the asserts above: row `oh` of channel `o` of `dy` and
+            // SAFETY: `assert_fits`: row `oh` of channel `o` of `dy` and
             // `relu_out` holds `ow_n >= full` values, and every tap row
-            // `off[r] + oh * step` holds `full + KW - 1`.
+            // `off[r] + oh * step` holds `ow_n + KW - 1 >= full + KW - 1`.
             unsafe {
                 let sp = taps.src.as_ptr().add(oh * taps.step);
                 let dp = dy.as_ptr().add(row);
@@ -240,16 +249,13 @@ fn wgrad_any<T: Elem>(g: &Geom, x: &[T], dy: &[T], relu_out: Option<&[T]>, buf: 
 fn run_taps<T: Elem, const R: usize, const KW: usize>(out: (usize, usize), taps: &Taps<'_, T, R>, dy: &[T], relu_out: Option<&[T]>, lanes: &mut [[T; LANES]]) {
     #[cfg(target_arch = "x86_64")]
     if simd::has_avx512() && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        Taps::assert_fits::<T, KW>(out, taps, dy, relu_out, lanes.len());
         // SAFETY: `T` is `f32` (same type id), so these are the same
-        // slices; the asserts give the bounds `avx512::wgrad_image` reads within.
+        // slices; `assert_fits` gives the bounds `avx512::wgrad_image` reads within.
         unsafe {
             let f = |s: &[T]| std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len());
             let taps = Taps::<f32, R> { src: f(taps.src), off: taps.off, step: taps.step };
             let lanes = std::slice::from_raw_parts_mut(lanes.as_mut_ptr() as *mut [f32; LANES], lanes.len());
-            let p = out.0 * out.1;
-            let o_n = lanes.len() / (R * KW + 1);
-            assert!(dy.len() >= o_n * p && relu_out.is_none_or(|y| y.len() >= o_n * p));
-            assert!(out.0 == 0 || taps.off.iter().all(|&off| off + (out.0 - 1) * taps.step + out.1 + KW - 1 <= taps.src.len()));
             return avx512::wgrad_image::<R, KW>(out, &taps, f(dy), relu_out.map(f), lanes);
         }
     }
@@ -291,10 +297,7 @@ mod avx512 {
     /// [`super::wgrad_image`] for f32.
     ///
     /// # Safety
-    /// AVX-512F, and the bounds [`super::run_taps`] asserts: `dy` and
-    /// `relu_out` hold `O * OH * OW` values, `O` being
-    /// `lanes.len() / (R * KW + 1)`, and every tap row holds
-    /// `OW + KW - 1` values from `off[r] + oh * step`.
+    /// AVX-512F, and the bounds of [`super::Taps::assert_fits`].
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::needless_range_loop)] // see the comment on the loop after
     pub(super) unsafe fn wgrad_image<const R: usize, const KW: usize>((oh_n, ow_n): (usize, usize), taps: &Taps<'_, f32, R>, dy: &[f32], relu_out: Option<&[f32]>, lanes: &mut [[f32; LANES]]) {

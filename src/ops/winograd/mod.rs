@@ -902,22 +902,13 @@ pub fn conv2d_fwd_keep<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool
     (out.y, out.kept)
 }
 
-/// A 2x2 / stride-2 unpadded max pool of [`conv2d_fwd_keep`]'s output,
-/// pooled a group at a time while the group's output is still in cache,
-/// which is never written out whole: `(pooled, codes, kept)`. With
-/// `want_codes` (training), `codes` are the windows' [`pool::pool2_codes`],
-/// all [`OutGrad::Pool2`] needs of the output; else it is empty.
-pub fn conv2d_fwd_pool2<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>, want_codes: bool) -> (Vec<T>, Vec<u8>, Option<Vec<T>>) {
-    let out = forward(g, m, x, w, keep, epi, if want_codes { Pool::Codes } else { Pool::Only });
-    (out.pooled, out.codes, out.kept)
-}
-
 /// What [`conv2d_fwd_with`] writes besides the transformed filters and kept tiles.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Pool {
     /// The output only.
     No,
-    /// Its 2x2 / stride-2 max pool and the pool's codes.
+    /// Its 2x2 / stride-2 max pool and the pool's codes
+    /// ([`pool::pool2_codes`], all [`OutGrad::Pool2`] needs of the output).
     Codes,
     /// The pool only.
     Only,
@@ -935,7 +926,10 @@ pub struct Forward<T> {
     pub u: Vec<T>,
 }
 
-/// [`conv2d_fwd_keep`] or [`conv2d_fwd_pool2`], per `pool`, with all they make.
+/// [`conv2d_fwd_keep`], or per `pool` a 2x2 / stride-2 unpadded max pool
+/// of its output instead, pooled a group at a time while the group's
+/// output is still in cache (the output is then never written out whole),
+/// with everything made on the way.
 pub fn conv2d_fwd_with<T: Elem>(g: &Geom, m: usize, x: &[T], w: &[T], keep: bool, epi: &Epilogue<T>, pool: Pool) -> Forward<T> {
     forward(g, m, x, w, keep, epi, pool)
 }
